@@ -1,0 +1,62 @@
+"""The exception hierarchy every ragflow part raises from.
+
+RagflowError
+├── ConfigError        a wrong configuration value or key
+├── SourceError        a source cannot read its system
+├── ParseError         one document cannot be parsed (recorded per document)
+├── EmbedError         an embedder failed on a batch
+├── IndexStoreError    a vector index operation failed (named to avoid the builtin IndexError)
+├── FilterError        a metadata filter or glob pattern is invalid
+└── EngineError        a bug or misuse of the engine itself: fails loudly
+    └── SchemaError    a row does not match its table's declared schema
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EmbedError",
+    "EngineError",
+    "FilterError",
+    "IndexStoreError",
+    "ParseError",
+    "RagflowError",
+    "SchemaError",
+    "SourceError",
+]
+
+
+class RagflowError(Exception):
+    """Base of every error ragflow raises on purpose."""
+
+
+class ConfigError(RagflowError):
+    """A configuration key or value is wrong; the message names it and the allowed values."""
+
+
+class SourceError(RagflowError):
+    """A source cannot read from the system it watches."""
+
+
+class ParseError(RagflowError):
+    """A document cannot be turned into text; recorded for that document only."""
+
+
+class EmbedError(RagflowError):
+    """An embedder could not embed a batch."""
+
+
+class IndexStoreError(RagflowError):
+    """A vector index operation failed."""
+
+
+class FilterError(RagflowError):
+    """A metadata filter expression or a glob pattern is invalid."""
+
+
+class EngineError(RagflowError):
+    """The engine was misused or hit a bug of its own: never swallowed."""
+
+
+class SchemaError(EngineError):
+    """A row does not match the schema declared for its table."""
