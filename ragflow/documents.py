@@ -135,12 +135,18 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VectorRecord:
-    """One chunk to store in an index: ``id`` is a stable 63-bit integer chunk id."""
+    """One chunk to store in an index: ``id`` is a stable 63-bit integer chunk id.
+
+    ``metadata`` is the document's metadata, what filters see; pass the same object for every chunk of a
+    document so an index can evaluate a filter once per document. ``extra`` holds the chunk's own fields
+    (offsets, page number), returned in hits merged over ``metadata`` but not filtered on.
+    """
 
     id: int
     vector: npt.NDArray[np.float32]
     text: str
     metadata: Metadata
+    extra: Metadata = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
