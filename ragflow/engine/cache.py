@@ -17,11 +17,24 @@ __all__ = ["DiskCache", "MemoryCache", "UdfCache", "content_key"]
 
 def content_key(namespace: str, value: Any) -> bytes:
     """A 32-byte digest naming ``value`` within ``namespace`` (e.g. a model id): equal inputs, equal keys."""
-    payload = value.encode() if isinstance(value, str) else pickle.dumps(value, protocol=5)
+    payload = value.encode() if isinstance(value, str) else pickle.dumps(_canonical(value), protocol=5)
     return (
         hashlib.blake2b(payload, digest_size=32, person=b"ragflow-udf").digest()
         + hashlib.blake2b(namespace.encode(), digest_size=8).digest()
     )
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with mappings and sets in a fixed order, so equal values pickle equally in every process
+    (set order depends on ``PYTHONHASHSEED``; dict order on insertion)."""
+    if isinstance(value, Mapping):
+        items = ((_canonical(k), _canonical(v)) for k, v in value.items())
+        return ("<mapping>", tuple(sorted(items, key=repr)))
+    if isinstance(value, set | frozenset):
+        return ("<set>", tuple(sorted((_canonical(v) for v in value), key=repr)))
+    if isinstance(value, tuple | list):
+        return type(value)(_canonical(v) for v in value)
+    return value
 
 
 class UdfCache(Protocol):
@@ -87,7 +100,12 @@ class DiskCache:
         return found
 
     def put_many(self, items: Mapping[bytes, Any]) -> None:
-        rows = [(key, pickle.dumps(value, protocol=5)) for key, value in items.items()]
+        rows = []
+        for key, value in items.items():
+            try:
+                rows.append((key, pickle.dumps(value, protocol=5)))
+            except Exception:  # a result pickle cannot store is used, just not remembered across runs
+                continue
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)

@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
-from .changes import Delta, FrozenDict, RowError, describe, hashable_key, report
+from .changes import Delta, FrozenDict, RowError, consolidate_or_report, describe, hashable_key, report
 from .graph import EpochContext, Node
 from .reducers import Reducer
 
@@ -95,12 +95,17 @@ class GroupReduceNode(Node):
         value_fns = [r.value if r.needs_value else None for r in reducers]
         # multiset accumulators hash their values: check up front so a bad row fails alone
         hashed = [i for i, r in enumerate(reducers) if isinstance(r.init(), dict)]
+        # arithmetic accumulators: fold each value once on its own first, so a value they cannot fold
+        # (a str into a sum) fails alone instead of leaving the group half updated
+        folded = [(i, r) for i, r in enumerate(reducers) if r.needs_value and i not in hashed]
         for change in deltas[0]:
             row, diff = change[1], change[2]
             try:
                 groups = list(self._groups(row))
                 values = [fn(row) if fn is not None else None for fn in value_fns]
                 hash((*groups, *(values[i] for i in hashed)))
+                for i, reducer in folded:
+                    reducer.update(reducer.init(), values[i], diff)
             except Exception as exc:
                 report(ctx.errors, self.name, change, _failure(exc))
                 continue
@@ -154,11 +159,11 @@ class DeduplicateNode(Node):
 
     def step(self, deltas: list[list[Delta]], ctx: EpochContext) -> list[Delta]:
         touched: dict[Hashable, None] = {}
-        for change in deltas[0]:
+        # consolidated first: a retraction and re-insertion that cancel must not refresh the arrival order
+        for change in consolidate_or_report(deltas[0], self.name, ctx.errors):
             try:
                 group = self.by(change[1])
                 hash(group)
-                hash((change[0], change[1]))
             except Exception as exc:
                 report(ctx.errors, self.name, change, _failure(exc))
                 continue

@@ -54,6 +54,12 @@ class ChangeQueue:
         self._lock = threading.Condition()
         self._groups: list[tuple[list[Change], Any]] = []
         self._closed = False
+        self._in_flight = 0  # groups taken from _groups but not yet handed to the engine
+
+    def pending(self) -> int:
+        """Groups queued here and not yet handed to the engine (``Engine.wait_idle`` waits for them)."""
+        with self._lock:
+            return len(self._groups) + self._in_flight
 
     def push(self, changes: Iterable[tuple[Any, Any, int]], position: Any = None) -> None:
         """Queue one atomic group of changes."""
@@ -80,9 +86,12 @@ class ChangeQueue:
                 while not self._groups and not self._closed and not stop.is_set():
                     self._lock.wait(0.1)
                 groups, self._groups = self._groups, []
+                self._in_flight = len(groups)
                 finished = self._closed or stop.is_set()
             for changes, position in groups:
                 push(changes, position)
+                with self._lock:
+                    self._in_flight -= 1
             if finished:
                 return
 

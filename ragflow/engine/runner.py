@@ -204,14 +204,19 @@ class Engine:
         """Wait until no change is queued or being processed. False on timeout or failure."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._busy:
+            while self._pending or self._busy or self._sources_hold_changes():
                 if self._failure is not None:
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                # sources do not notify this condition when they queue internally: poll them briefly
+                self._cond.wait(0.01 if remaining is None else min(remaining, 0.01))
         return self._failure is None
+
+    def _sources_hold_changes(self) -> bool:
+        """Whether a source reporting a backlog (``pending()``, like ``ChangeQueue``) still holds changes."""
+        return self._running and any(getattr(s, "pending", lambda: 0)() for _, s in self._sources)
 
     # -- internals ------------------------------------------------------------------------------
 

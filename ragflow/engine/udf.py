@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,7 +18,7 @@ from .graph import EpochContext, Node
 
 __all__ = ["BatchedUdfNode"]
 
-BatchFn = Callable[[list[Any]], Sequence[Any]]
+BatchFn = Callable[[list[Any]], Sequence[Any] | Awaitable[Sequence[Any]]]
 
 
 def _merge_result(row: Any, result: Any) -> Any:
@@ -31,6 +31,8 @@ class BatchedUdfNode(Node):
     ``fn`` takes a list of inputs and returns one result per input, in order; it may be ``async def``.
     With ``concurrency > 1`` batches run in parallel threads (or concurrently, for async functions) so
     slow I/O overlaps. ``namespace`` separates cache entries of different functions (use the model id).
+    ``input_key(row)`` names the input for the cache when the input itself is large or is only present
+    on insertion (e.g. a content digest); by default the input is its own name.
     """
 
     kind = "map_batched"
@@ -42,6 +44,7 @@ class BatchedUdfNode(Node):
         *,
         batch_size: int = 64,
         input: Callable[[Any], Any] | None = None,
+        input_key: Callable[[Any], Any] | None = None,
         merge: Callable[[Any, Any], Any] | None = None,
         cache: UdfCache | None = None,
         namespace: str = "",
@@ -53,6 +56,7 @@ class BatchedUdfNode(Node):
         self.fn = fn
         self.batch_size = batch_size
         self.input = input or (lambda row: row)
+        self.input_key = input_key
         self.merge = merge or _merge_result
         self.cache = cache
         self.namespace = namespace or getattr(fn, "__qualname__", "udf")
@@ -74,7 +78,8 @@ class BatchedUdfNode(Node):
         for change in changes:
             try:
                 value = self.input(change[1])
-                key = content_key(self.namespace, value)
+                identity = value if self.input_key is None else self.input_key(change[1])
+                key = content_key(self.namespace, identity)
             except Exception as exc:
                 report(ctx.errors, self.name, change, f"{type(exc).__name__}: {exc}")
                 continue

@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .changes import Delta, FrozenDict, describe, report
+from .changes import Delta, FrozenDict, consolidate_or_report, describe, report
 from .graph import EpochContext, Node
 from .groupby import GroupResults
 from .reducers import Reducer
@@ -27,7 +27,9 @@ class Tumbling:
 
 @dataclass(frozen=True, slots=True)
 class Sliding:
-    """Windows of length ``size`` starting every ``hop``; a row belongs to ``ceil(size/hop)`` of them."""
+    """Windows of length ``size`` starting every ``hop`` (at ``origin + i*hop``); a row belongs to every
+    window whose ``[start, start + size)`` contains its time (``size/hop`` of them when ``hop`` divides
+    ``size``)."""
 
     size: float
     hop: float
@@ -50,13 +52,11 @@ def window_bounds(window: Tumbling | Sliding, time: float) -> list[tuple[float, 
     if isinstance(window, Tumbling):
         start = window.origin + math.floor((time - window.origin) / window.size) * window.size
         return [(start, start + window.size)]
-    last = window.origin + math.floor((time - window.origin) / window.hop) * window.hop
-    bounds = []
-    start = last
-    while start + window.size > time:
-        bounds.append((start, start + window.size))
-        start -= window.hop
-    return bounds[::-1]
+    # every start is origin + i*hop for an integer i, so one window always gets the same float bounds
+    first = math.floor((time - window.origin - window.size) / window.hop)
+    last = math.floor((time - window.origin) / window.hop) + 1
+    starts = (window.origin + i * window.hop for i in range(first, last + 1))
+    return [(start, start + window.size) for start in starts if start <= time < start + window.size]
 
 
 def _failure(exc: BaseException) -> str:
@@ -80,7 +80,8 @@ class CutoffNode(Node):
     def step(self, deltas: list[list[Delta]], ctx: EpochContext) -> list[Delta]:
         out = []
         latest = self.watermark
-        for change in deltas[0]:
+        # consolidated first: a retraction and re-insertion that cancel must not drop a row as late
+        for change in consolidate_or_report(deltas[0], self.name, ctx.errors):
             pair = (change[0], change[1])
             try:
                 time = self.time(change[1])
