@@ -1,0 +1,221 @@
+"""Benchmark of the live document index (folder -> parse -> split -> embed -> faiss), real local model.
+
+    python -m apps.bench.pipeline [--docs N] [--edits N] [--query-chunks N] [--quick]
+
+Reports, as Markdown:
+1. initial indexing throughput (chunks/s) next to the raw embedder's batched throughput over the very same
+   chunk texts, measured in the same run (alternating raw, pipeline, raw, pipeline): the ratio is the target;
+2. single-document edit -> searchable latency p50/p95 (a one-chunk file rewritten, timed from just before the
+   write until the change is searchable), with the embedder's one-chunk time as the floor;
+3. query latency (embed the query + search) over an index of N chunks.
+The corpus is the docstrings of the Python standard library's modules (real prose, on every machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+
+from connectors.folder import FolderSource
+from ragflow.documents import VectorRecord
+from ragflow.embedders.local import LocalEmbedder
+from ragflow.engine import EpochReport
+from ragflow.plugins import load_indexer
+from ragflow.splitter import TokenSplitter
+from ragflow.store import DocumentStore
+
+
+def stdlib_corpus(limit: int) -> list[tuple[str, str]]:
+    """``(name, docstring)`` of standard library modules with a substantial docstring, largest first."""
+    root = Path(os.__file__).parent
+    found = []
+    for path in sorted(root.glob("*.py")):
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        if doc and len(doc) > 400:
+            found.append((path.stem, doc))
+    found.sort(key=lambda item: -len(item[1]))
+    return found[:limit]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def write_corpus(folder: Path, corpus: list[tuple[str, str]]) -> None:
+    for name, text in corpus:
+        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+
+
+def raw_throughput(embedder: LocalEmbedder, texts: list[str], batch: int) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        embedder.embed(texts[i : i + batch])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def pipeline_throughput(embedder: LocalEmbedder, folder: Path) -> tuple[float, int]:
+    store = DocumentStore(FolderSource(folder, reconcile_interval=None), embedder=embedder)
+    started = time.perf_counter()
+    store.run_static()
+    took = time.perf_counter() - started
+    chunks = store.embedding_stats()["computed"]
+    return chunks / took, chunks
+
+
+def bench_indexing(embedder: LocalEmbedder, docs: int) -> list[str]:
+    corpus = stdlib_corpus(docs)
+    splitter = TokenSplitter(max_tokens=embedder.max_tokens)
+    texts = sorted({c.text for _, doc in corpus for c in splitter.split(doc + "\n")})
+    raw, pipe = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_corpus(folder, corpus)
+        for _ in range(2):
+            raw.append(raw_throughput(embedder, texts, 8))
+            rate, chunks = pipeline_throughput(embedder, folder)
+            pipe.append(rate)
+            assert chunks == len(texts), f"pipeline embedded {chunks} chunks, expected {len(texts)}"
+    ratio = statistics.median(p / r for p, r in zip(pipe, raw, strict=True))
+    return [
+        f"| initial indexing, {len(corpus)} documents / {len(texts)} chunks | "
+        f"pipeline {statistics.median(pipe):.1f} chunks/s | raw embedder (batch 8) "
+        f"{statistics.median(raw):.1f} chunks/s | ratio {ratio:.0%} (target >= 90%) |"
+    ]
+
+
+def bench_edits(embedder: LocalEmbedder, edits: int) -> list[str]:
+    rng = random.Random(1)
+    corpus = stdlib_corpus(40)
+    single = embedder.embed(["warm up"])  # noqa: F841 - model loaded before timing
+    one_chunk = []
+    sample = corpus[0][1][:600]
+    for _ in range(10):
+        started = time.perf_counter()
+        embedder.embed([sample + str(rng.random())])
+        one_chunk.append(time.perf_counter() - started)
+    latencies = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_corpus(folder, corpus[:20])
+        store = DocumentStore(FolderSource(folder, reconcile_interval=None), embedder=embedder)
+        indexed = threading.Condition()
+        seen: dict[str, float] = {}
+
+        def on_update(report: EpochReport) -> None:
+            with indexed:
+                for status in store.documents():
+                    if status.indexed_at:
+                        seen[status.doc_id] = status.indexed_at
+                indexed.notify_all()
+
+        store.on_update(on_update)
+        with store:
+            store.wait_until_fresh(600)
+            target = folder / "edited.txt"
+            for i in range(edits):
+                text = f"Edit number {i}: " + " ".join(rng.sample(corpus[1][1].split(), 60))
+                with indexed:
+                    seen.pop("edited.txt", None)
+                started = time.time()
+                target.write_text(text)
+                with indexed:
+                    ok = indexed.wait_for(lambda started=started: seen.get("edited.txt", 0) >= started, 10)
+                if not ok:
+                    raise RuntimeError(f"edit {i} was not searchable within 10 s")
+                hits = store.retrieve(text, k=1)
+                assert hits and hits[0].metadata["doc_id"] == "edited.txt", (
+                    "the edit is not what a query finds"
+                )
+                latencies.append(seen["edited.txt"] - started)
+                time.sleep(0.2)
+    ms = [x * 1000 for x in latencies]
+    floor = statistics.median(one_chunk) * 1000
+    return [
+        f"| edit -> searchable, one-chunk document, {edits} edits | p50 {percentile(ms, 0.5):.0f} ms | "
+        f"p95 {percentile(ms, 0.95):.0f} ms | embedder floor (1 chunk) {floor:.0f} ms "
+        "(target p50 <= 150 ms) |"
+    ]
+
+
+def bench_queries(embedder: LocalEmbedder, chunks: int, queries: int) -> list[str]:
+    index = load_indexer("faiss")(dim=embedder.dim)
+    rng = np.random.default_rng(0)
+    for start in range(0, chunks, 50_000):
+        n = min(50_000, chunks - start)
+        vectors = rng.standard_normal((n, embedder.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        index.apply(
+            [
+                VectorRecord(
+                    start + i, vectors[i], f"chunk {start + i}", {"path": f"/d/{(start + i) // 20}.txt"}
+                )
+                for i in range(n)
+            ],
+            [],
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        store = DocumentStore(FolderSource(tmp, reconcile_interval=None), embedder=embedder, index=index)
+        words = " ".join(doc for _, doc in stdlib_corpus(5)).split()
+        store.retrieve("warm up", k=10)
+        times, filtered = [], []
+        for _ in range(queries):
+            query = " ".join(random.sample(words, 8))
+            started = time.perf_counter()
+            store.retrieve(query, k=10)
+            times.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            store.retrieve(query, k=10, filepath_globpattern="/d/1*.txt")
+            filtered.append((time.perf_counter() - started) * 1000)
+    return [
+        f"| query (embed + top-10 search), {chunks:,} chunks | p50 {percentile(times, 0.5):.0f} ms | "
+        f"p95 {percentile(times, 0.95):.0f} ms | with a glob filter: p50 {percentile(filtered, 0.5):.0f} ms |"
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=60, help="documents for the indexing run")
+    parser.add_argument("--edits", type=int, default=30, help="edits for the latency run")
+    parser.add_argument("--query-chunks", type=int, default=100_000, help="index size for query latency")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.docs, args.edits, args.query_chunks = 8, 5, 10_000
+    embedder = LocalEmbedder(batch_size=8)
+    embedder.embed(["load the model before timing anything"])
+    print(
+        f"# ragflow pipeline benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, model {embedder.model_id}\n"
+    )
+    print("| measurement | result | baseline | notes |\n|---|---|---|---|")
+    for line in bench_indexing(embedder, args.docs):
+        print(line, flush=True)
+    for line in bench_edits(embedder, args.edits):
+        print(line, flush=True)
+    for line in bench_queries(embedder, args.query_chunks, 50):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""An application that embeds live index sync: a folder kept searchable while the app runs."""

@@ -1,0 +1,282 @@
+"""The document pipeline as an engine graph: document changes -> parse + split (once per distinct content)
+-> chunk rows -> embed (once per distinct chunk text, cached on disk) -> index sink, applied per epoch."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .documents import (
+    ChangeKind,
+    DocumentChange,
+    DocumentSource,
+    Parser,
+    Splitter,
+    VectorIndex,
+    VectorRecord,
+)
+from .engine import Change, Engine, FrozenDict, Table, UdfCache
+from .engine.io import Mode, Push
+from .errors import ParseError
+
+__all__ = ["ChunkRow", "DocRow", "DocumentFeed", "EmbeddedChunk", "IndexSink", "ParsedDoc", "build_pipeline"]
+
+log = logging.getLogger("ragflow.pipeline")
+
+
+def _frozen(metadata: Any) -> FrozenDict:
+    """Metadata as a hashable mapping (nested lists/dicts become tuples/FrozenDicts)."""
+
+    def freeze(value: Any) -> Any:
+        if isinstance(value, dict | FrozenDict):
+            return FrozenDict({k: freeze(v) for k, v in value.items()})
+        if isinstance(value, list | tuple):
+            return tuple(freeze(v) for v in value)
+        return value
+
+    frozen: FrozenDict = freeze(dict(metadata))
+    return frozen
+
+
+@dataclass(frozen=True, slots=True)
+class DocRow:
+    """A document as the engine sees it. ``data`` travels only with insertions and is not part of the
+    row's identity: a retraction (``data=None``) equals the insertion it retracts, and the parse result is
+    found by ``digest``."""
+
+    doc_id: str
+    digest: str
+    metadata: FrozenDict
+    error: str | None = None
+    data: bytes | None = field(default=None, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkPiece:
+    """A chunk of a parsed document, independent of which document it came from."""
+
+    text: str
+    start: int
+    end: int
+    ordinal: int
+    n_tokens: int
+    page_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOutcome:
+    chunks: tuple[ChunkPiece, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDoc:
+    row: DocRow
+    outcome: ParseOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    """A chunk ready to embed: its text, its document's metadata (one shared object per document version,
+    what filters see) and its own fields (offsets, ordinal, page) in ``extra``."""
+
+    doc_id: str
+    text: str
+    metadata: FrozenDict
+    extra: FrozenDict
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChunk:
+    """A chunk with its vector; identity is the chunk row (the vector is a function of its text)."""
+
+    chunk: ChunkRow
+    vector: npt.NDArray[np.float32] = field(compare=False, hash=False, repr=False)
+
+
+def chunk_id(doc_id: str, page: int | None, ordinal: int) -> int:
+    """A stable 63-bit id for the ``ordinal``-th chunk of a document page."""
+    digest = hashlib.blake2b(f"{doc_id}\x00{page}\x00{ordinal}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+class DocumentFeed:
+    """Adapts a ``DocumentSource`` to the engine: turns document upserts/deletes into row retractions and
+    insertions (it remembers each document's current row) and tracks what the source has seen."""
+
+    def __init__(self, source: DocumentSource, position: Any = None) -> None:
+        self.source = source
+        self.name = source.name
+        self.position = position
+        self.snapshot_done = threading.Event()
+        self.current: dict[str, DocRow] = {}
+        self.seen_ns: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def run(self, push: Push, stop: threading.Event, mode: Mode) -> None:
+        def emit(changes: Sequence[DocumentChange], snapshot_done: bool = False) -> None:
+            deltas = self._deltas(changes)
+            if deltas:
+                push(deltas, changes[-1].position if changes else None)
+            if snapshot_done:
+                self.snapshot_done.set()
+
+        try:
+            self.source.run(emit, stop, mode, self.position)
+        finally:
+            self.snapshot_done.set()  # a source that ended (or failed) will not complete a snapshot later
+
+    def _deltas(self, changes: Sequence[DocumentChange]) -> list[tuple[Any, Any, int]]:
+        deltas: list[tuple[Any, Any, int]] = []
+        with self._lock:
+            for change in changes:
+                old = self.current.pop(change.doc_id, None)
+                if old is not None:
+                    deltas.append((change.doc_id, old, -1))
+                if change.kind is ChangeKind.UPSERT:
+                    row = _row_of(change)
+                    self.current[change.doc_id] = replace(row, data=None)  # keep no bytes in memory
+                    deltas.append((change.doc_id, row, 1))
+                    self.seen_ns[change.doc_id] = int(change.metadata.get("seen_at_ns") or time.time_ns())
+                else:
+                    self.seen_ns.pop(change.doc_id, None)
+        return deltas
+
+
+def _row_of(change: DocumentChange) -> DocRow:
+    metadata = _frozen({**change.metadata, "doc_id": change.doc_id})
+    if change.error is not None or change.data is None:
+        error = change.error or f"source {change.doc_id!r} sent an upsert without content"
+        return DocRow(change.doc_id, "", metadata, error)
+    digest = hashlib.blake2b(change.data, digest_size=16).hexdigest()
+    return DocRow(change.doc_id, digest, metadata, None, change.data)
+
+
+class IndexSink:
+    """Applies each epoch's chunk changes to the vector index in one atomic ``apply``."""
+
+    def __init__(self, index: VectorIndex, on_applied: Callable[[int, int], None] | None = None) -> None:
+        self.index = index
+        self.on_applied = on_applied
+
+    def on_epoch(self, epoch: int, changes: list[Change]) -> None:
+        upserts: dict[int, EmbeddedChunk] = {}
+        retracted: set[int] = set()
+        for key, row, diff in changes:
+            if diff > 0:
+                upserts[key] = row
+            else:
+                retracted.add(key)
+        records = [
+            VectorRecord(key, row.vector, row.chunk.text, row.chunk.metadata, row.chunk.extra)
+            for key, row in upserts.items()
+        ]
+        self.index.apply(records, [key for key in retracted if key not in upserts])
+        if self.on_applied is not None:
+            self.on_applied(len(records), len(retracted - upserts.keys()))
+
+
+def parse_function(parser: Parser, splitter: Splitter) -> Callable[[list[DocRow]], list[ParseOutcome]]:
+    """The batched function that turns documents into chunks; a failure is a result, not an exception."""
+
+    def parse_all(rows: list[DocRow]) -> list[ParseOutcome]:
+        return [_parse_one(parser, splitter, row) for row in rows]
+
+    return parse_all
+
+
+def _parse_one(parser: Parser, splitter: Splitter, row: DocRow) -> ParseOutcome:
+    if row.error is not None:
+        return ParseOutcome(error=row.error)
+    if row.data is None:
+        return ParseOutcome(
+            error=f"content of {row.doc_id!r} is not available (internal: insertion without data)"
+        )
+    try:
+        units = parser.parse(row.data, row.metadata)
+        pieces = []
+        for unit in units:
+            page = unit.metadata.get("page_number")
+            for chunk in splitter.split(unit.text):
+                pieces.append(
+                    ChunkPiece(chunk.text, chunk.start, chunk.end, chunk.ordinal, chunk.n_tokens, page)
+                )
+        if not pieces:
+            return ParseOutcome(
+                error=f"{row.doc_id!r} has no text to index (an empty file, or a PDF without a text layer)"
+            )
+        return ParseOutcome(tuple(pieces))
+    except ParseError as exc:
+        return ParseOutcome(error=str(exc))
+    except Exception as exc:  # a parser bug must not stop other documents
+        log.exception("parser failed on %s", row.doc_id)
+        return ParseOutcome(error=f"parser failed on {row.doc_id!r}: {type(exc).__name__}: {exc}")
+
+
+def _chunks_of(doc_id: Any, parsed: ParsedDoc) -> list[tuple[int, ChunkRow]]:
+    out = []
+    metadata = parsed.row.metadata
+    for piece in parsed.outcome.chunks:
+        extra = FrozenDict(start=piece.start, end=piece.end, chunk_ordinal=piece.ordinal)
+        if piece.page_number is not None:
+            extra = extra.replace(page_number=piece.page_number)
+        key = chunk_id(doc_id, piece.page_number, piece.ordinal)
+        out.append((key, ChunkRow(doc_id, piece.text, metadata, extra)))
+    return out
+
+
+@dataclass
+class Pipeline:
+    """The tables of a built document pipeline."""
+
+    documents: Table
+    parsed: Table
+    chunks: Table
+    embedded: Table
+
+
+def build_pipeline(
+    engine: Engine,
+    feeds: Sequence[DocumentFeed],
+    parser: Parser,
+    splitter: Splitter,
+    embed: Callable[[list[str]], npt.NDArray[np.float32]],
+    *,
+    model_id: str,
+    embed_batch_size: int,
+    cache: UdfCache | None,
+    parser_id: str,
+) -> Pipeline:
+    """Wire sources -> parse+split -> chunks -> embed in ``engine``; sinks are the caller's."""
+    tables = [engine.source(feed) for feed in feeds]
+    documents = tables[0].concat(*tables[1:]) if len(tables) > 1 else tables[0]
+
+    def suffix(row: DocRow) -> str:
+        return PurePosixPath(str(row.metadata.get("path", row.doc_id))).suffix.lower()
+
+    parsed = documents.map_batched(
+        parse_function(parser, splitter),
+        batch_size=16,
+        input_key=lambda row: (row.digest, suffix(row), row.error),
+        merge=lambda row, outcome: ParsedDoc(replace(row, data=None), outcome),
+        namespace=parser_id,
+    )
+    chunks = parsed.flat_map(_chunks_of)
+    embedded = chunks.map_batched(
+        lambda texts: list(embed(texts)),
+        batch_size=embed_batch_size,
+        input=lambda row: row.text,
+        merge=lambda row, vector: EmbeddedChunk(row, vector),
+        cache=cache,
+        namespace=model_id,
+    )
+    return Pipeline(documents, parsed, chunks, embedded)

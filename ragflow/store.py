@@ -1,0 +1,351 @@
+"""``DocumentStore``: sources + parser + splitter + embedder + index kept in sync by the engine, with
+retrieval, statistics, per-document status and freshness."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .documents import DocumentSource, Embedder, Hit, Parser, Splitter, VectorIndex
+from .engine import Change, DiskCache, Engine, EpochReport, MemoryCache, RowError, UdfCache
+from .errors import ConfigError
+from .filters import compile_filter
+from .pipeline import DocumentFeed, IndexSink, ParsedDoc, build_pipeline
+from .plugins import load_indexer
+
+__all__ = ["DocumentError", "DocumentStatus", "DocumentStore", "Progress"]
+
+log = logging.getLogger("ragflow.store")
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentStatus:
+    """Where one document stands: ``INGESTED`` (seen, not yet searchable), ``INDEXED`` or ``ERROR``."""
+
+    doc_id: str
+    metadata: dict[str, Any]
+    status: str
+    chunks: int
+    error: str | None
+    seen_at: float | None
+    indexed_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentError:
+    """A document (or one of its chunks) that could not be indexed, and why."""
+
+    doc_id: str
+    stage: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Initial-indexing progress: documents and chunks done out of those seen so far."""
+
+    documents_seen: int
+    documents_done: int
+    chunks_seen: int
+    chunks_embedded: int
+    elapsed: float
+    snapshot_complete: bool
+
+    @property
+    def chunk_rate(self) -> float:
+        return self.chunks_embedded / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left for the chunks seen so far (None until there is a rate)."""
+        rate = self.chunk_rate
+        return (self.chunks_seen - self.chunks_embedded) / rate if rate > 0 else None
+
+
+class DocumentStore:
+    """A live vector index over document sources.
+
+    The smallest program::
+
+        with DocumentStore(FolderSource("docs")) as store:
+            store.wait_until_fresh(60)
+            hits = store.retrieve("what is ragflow?", k=3)
+
+    Defaults: the parser for text/Markdown/HTML/PDF/JSON/CSV, a token splitter sized to the embedder's
+    input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search). With a
+    ``state_dir``, embeddings are cached on disk there and survive restarts.
+    """
+
+    def __init__(
+        self,
+        sources: DocumentSource | Sequence[DocumentSource],
+        *,
+        parser: Parser | None = None,
+        splitter: Splitter | None = None,
+        embedder: Embedder | None = None,
+        index: VectorIndex | None = None,
+        state_dir: str | Path | None = None,
+        cache: UdfCache | None = None,
+        embed_batch_size: int = 8,
+        max_epoch_documents: int = 64,
+    ) -> None:
+        sources = [sources] if isinstance(sources, DocumentSource) else list(sources)
+        if not sources:
+            raise ConfigError("DocumentStore needs at least one source")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"source names must be unique, got {names}; pass name=... to tell them apart")
+        self.embedder = embedder if embedder is not None else _default_embedder()
+        self.parser = parser if parser is not None else _default_parser()
+        self.splitter = splitter if splitter is not None else _default_splitter(self.embedder)
+        self.index = index if index is not None else load_indexer("faiss")(dim=self.embedder.dim)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if cache is None:
+            cache = DiskCache(self.state_dir / "embeddings.sqlite") if self.state_dir else MemoryCache()
+        self.cache = cache
+        self.feeds = [DocumentFeed(source) for source in sources]
+        # an epoch holds at most this many document changes, so a large folder becomes searchable bit by bit
+        self.engine = Engine(
+            max_epoch_changes=2 * max_epoch_documents, max_pending_changes=4 * max_epoch_documents
+        )
+        self._lock = threading.Lock()
+        self._docs: dict[str, ParsedDoc] = {}
+        self._indexed_at: dict[str, float] = {}
+        self._touched: set[str] = set()
+        self._listeners: list[Callable[[EpochReport], None]] = []
+        self._chunks_embedded = 0
+        self._chunks_seen = 0
+        self._started_at: float | None = None
+        self._last_indexed: float | None = None
+        self.pipeline = build_pipeline(
+            self.engine,
+            self.feeds,
+            self.parser,
+            self.splitter,
+            self._embed,
+            model_id=self.embedder.model_id,
+            embed_batch_size=embed_batch_size,
+            cache=self.cache,
+            parser_id=f"parse:{type(self.parser).__qualname__}:{_splitter_id(self.splitter)}",
+        )
+        self.pipeline.embedded.sink(IndexSink(self.index))
+        self.pipeline.parsed.subscribe(self._on_parsed)
+        self.pipeline.chunks.subscribe(self._on_chunks)
+        self.engine.on_epoch(self._on_epoch)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> DocumentStore:
+        """Start syncing in background threads; returns at once (see ``wait_until_fresh``)."""
+        self._started_at = time.monotonic()
+        self.engine.start("streaming")
+        return self
+
+    def run_static(self) -> None:
+        """Index the sources' current contents and return (no live updates)."""
+        self._started_at = time.monotonic()
+        self.engine.run("static", handle_signals=False)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop syncing; the index stays searchable."""
+        self.engine.stop()
+        self.engine.join(timeout)
+
+    def __enter__(self) -> DocumentStore:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def wait_until_fresh(self, timeout: float | None = None) -> bool:
+        """Wait until every source has delivered its snapshot and everything it sent is searchable.
+        Returns False on timeout (or if the engine failed: see ``engine.failure``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for feed in self.feeds:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not feed.snapshot_done.wait(remaining):
+                return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.engine.wait_idle(remaining)
+
+    def on_update(self, callback: Callable[[EpochReport], None]) -> None:
+        """Call ``callback(report)`` after each epoch, once its changes are searchable."""
+        self._listeners.append(callback)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def retrieve(
+        self,
+        query: str,
+        k: int = 3,
+        metadata_filter: str | None = None,
+        filepath_globpattern: str | None = None,
+    ) -> list[Hit]:
+        """The ``k`` chunks closest to ``query`` (ascending cosine distance) among those whose metadata
+        passes ``metadata_filter`` (JMESPath + ``globmatch``) and whose path matches the glob."""
+        if k < 1:
+            return []
+        predicate = compile_filter(metadata_filter, filepath_globpattern)
+        vector = self.embedder.embed([query])[0]
+        return self.index.search(vector, k, predicate)
+
+    def statistics(self) -> dict[str, int | None]:
+        """``file_count`` (documents indexed), ``last_modified`` (newest ``modified_at``) and
+        ``last_indexed`` (when the latest change became searchable), in Unix seconds."""
+        with self._lock:
+            docs = [d for d in self._docs.values() if d.outcome.error is None]
+            modified = [int(m) for d in docs if (m := d.row.metadata.get("modified_at")) is not None]
+            return {
+                "file_count": len(docs),
+                "last_modified": max(modified) if modified else None,
+                "last_indexed": int(self._last_indexed) if self._last_indexed is not None else None,
+            }
+
+    def documents(self) -> list[DocumentStatus]:
+        """Every document the sources currently hold, indexed or not, sorted by id."""
+        statuses: dict[str, DocumentStatus] = {}
+        with self._lock:
+            for doc_id, doc in self._docs.items():
+                error = doc.outcome.error
+                statuses[doc_id] = DocumentStatus(
+                    doc_id,
+                    dict(doc.row.metadata),
+                    "ERROR" if error else "INDEXED",
+                    len(doc.outcome.chunks),
+                    error,
+                    _seconds(self._seen_ns(doc_id)),
+                    self._indexed_at.get(doc_id),
+                )
+            for feed in self.feeds:
+                for doc_id, row in list(feed.current.items()):
+                    if doc_id not in statuses or statuses[doc_id].metadata != dict(row.metadata):
+                        seen = _seconds(feed.seen_ns.get(doc_id))
+                        statuses[doc_id] = DocumentStatus(
+                            doc_id, dict(row.metadata), "INGESTED", 0, None, seen, None
+                        )
+        return [statuses[k] for k in sorted(statuses)]
+
+    def inputs(
+        self,
+        metadata_filter: str | None = None,
+        filepath_globpattern: str | None = None,
+        return_status: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Per-document metadata (Pathway's ``/v1/inputs``), optionally with ``_indexing_status``."""
+        predicate = compile_filter(metadata_filter, filepath_globpattern)
+        result = []
+        for status in self.documents():
+            if predicate is not None and not predicate(status.metadata):
+                continue
+            entry = dict(status.metadata)
+            if return_status:
+                entry["_indexing_status"] = status.status
+                if status.error:
+                    entry["_error"] = status.error
+            result.append(entry)
+        return result
+
+    def errors(self) -> list[DocumentError]:
+        """Documents that could not be parsed, and chunks that could not be embedded."""
+        found = [DocumentError(s.doc_id, "parse", s.error) for s in self.documents() if s.error is not None]
+        found.extend(_engine_error(e) for e in self.engine.current_errors())
+        return found
+
+    def progress(self) -> Progress:
+        """How far the initial indexing has got (documents and chunks)."""
+        seen = sum(len(feed.current) for feed in self.feeds)
+        with self._lock:
+            done = len(self._docs)
+            chunks_seen, embedded = self._chunks_seen, self._chunks_embedded
+        elapsed = time.monotonic() - self._started_at if self._started_at is not None else 0.0
+        complete = all(feed.snapshot_done.is_set() for feed in self.feeds)
+        return Progress(seen, done, chunks_seen, embedded, elapsed, complete)
+
+    def embedding_stats(self) -> dict[str, int]:
+        """How many chunk texts were embedded (``computed``) and how many came from the cache."""
+        stats = self.pipeline.embedded.node.stats()
+        return {"computed": stats["computed"], "cache_hits": stats["cache_hits"]}
+
+    # -- engine callbacks (engine thread) -------------------------------------------------------
+
+    def _embed(self, texts: list[str]) -> Any:
+        vectors = self.embedder.embed(texts)
+        with self._lock:
+            self._chunks_embedded += len(texts)
+        return vectors
+
+    def _on_parsed(self, epoch: int, changes: list[Change]) -> None:
+        with self._lock:
+            for doc_id, parsed, diff in changes:
+                if diff > 0:
+                    self._docs[doc_id] = parsed
+                    self._touched.add(doc_id)
+                elif self._docs.get(doc_id) == parsed:
+                    del self._docs[doc_id]
+                    self._indexed_at.pop(doc_id, None)
+
+    def _on_chunks(self, epoch: int, changes: list[Change]) -> None:
+        with self._lock:
+            self._chunks_seen += sum(diff for _, _, diff in changes if diff > 0)
+
+    def _on_epoch(self, report: EpochReport) -> None:
+        now = time.time()
+        with self._lock:
+            for doc_id in self._touched:
+                if doc_id in self._docs:
+                    self._indexed_at[doc_id] = now
+            self._touched.clear()
+            if report.output_changes:
+                self._last_indexed = now
+        for listener in self._listeners:
+            try:
+                listener(report)
+            except Exception:
+                log.exception("on_update callback failed")
+
+    def _seen_ns(self, doc_id: str) -> int | None:
+        for feed in self.feeds:
+            if doc_id in feed.seen_ns:
+                return feed.seen_ns[doc_id]
+        return None
+
+
+def _seconds(ns: int | None) -> float | None:
+    return ns / 1e9 if ns is not None else None
+
+
+def _engine_error(error: RowError) -> DocumentError:
+    key = error.key
+    doc_id = str(key[0]) if isinstance(key, tuple) and key else str(key)
+    return DocumentError(doc_id, error.operator, error.message)
+
+
+def _splitter_id(splitter: Splitter) -> str:
+    fields = {k: v for k, v in vars(splitter).items() if isinstance(v, int | str | float)}
+    return f"{type(splitter).__qualname__}{sorted(fields.items())}"
+
+
+def _default_embedder() -> Embedder:
+    from .embedders.local import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+def _default_parser() -> Parser:
+    from .parsers import DefaultParser
+
+    return DefaultParser()
+
+
+def _default_splitter(embedder: Embedder) -> Splitter:
+    from .splitter import TokenSplitter
+
+    return TokenSplitter(max_tokens=embedder.max_tokens)

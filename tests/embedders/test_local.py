@@ -1,0 +1,186 @@
+"""Tests for ragflow.embedders.local with the real all-MiniLM-L6-v2 model (the ``model`` marker), and
+for what must hold without loading it."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ragflow.embedders
+import ragflow.embedders.local
+from ragflow.embedders.local import DEFAULT_MODEL_ID, LocalEmbedder
+from ragflow.errors import ConfigError
+from ragflow.splitter import TokenSplitter
+from ragflow.tokenizer import get_encoding
+
+# Real English technical prose that nobody here wrote: docstrings of the standard library.
+PROSE_MODULES = ("argparse", "logging", "subprocess", "json", "shutil", "difflib", "socket", "http.server")
+
+
+def stdlib_prose() -> str:
+    docs = []
+    for name in PROSE_MODULES:
+        module = importlib.import_module(name)
+        for item in [module, *vars(module).values()]:
+            own = (inspect.isclass(item) or inspect.isfunction(item)) and item.__module__ == name
+            if item is module or own:
+                doc = inspect.getdoc(item)
+                if doc:
+                    docs.append(doc)
+    return "\n\n".join(docs)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[LocalEmbedder]:
+    loaded = LocalEmbedder()
+    loaded.load()
+    yield loaded
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b)
+
+
+# -- without the model ----------------------------------------------------------------------------
+
+
+def test_identity_and_limits_are_known_without_loading_the_model() -> None:
+    embedder = LocalEmbedder()
+    assert (embedder.model_id, embedder.dim, embedder.max_input_tokens, embedder.max_tokens) == (
+        DEFAULT_MODEL_ID,
+        384,
+        256,
+        128,
+    )
+    assert embedder.embed([]).shape == (0, 384)
+    assert not embedder.is_loaded
+
+
+def test_constructing_an_embedder_does_not_import_sentence_transformers() -> None:
+    script = (
+        "import sys; from ragflow.embedders import make_embedder;"
+        "e = make_embedder('local'); e.dim, e.max_tokens, e.embed([]);"
+        "print(sorted({'torch', 'sentence_transformers', 'transformers'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a sentence-transformers model folder"):
+        LocalEmbedder(tmp_path)
+    with pytest.raises(ConfigError, match="batch_size must be at least 1, got 0"):
+        LocalEmbedder(batch_size=0)
+
+
+# -- with the model -------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_vectors_are_normalised_float32_rows(embedder: LocalEmbedder) -> None:
+    vectors = embedder.embed(["The cat sat on the mat.", "", "日本語のテキスト"])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 384) and vectors.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.model
+def test_similar_sentences_are_closer_than_unrelated_ones(embedder: LocalEmbedder) -> None:
+    query, paraphrase, unrelated = embedder.embed(
+        [
+            "How do I reset my password?",
+            "Steps to recover access to your account when you forgot the password.",
+            "The recipe needs two cups of flour and a pinch of salt.",
+        ]
+    )
+    assert cosine(query, paraphrase) > 0.5
+    assert cosine(query, paraphrase) > cosine(query, unrelated) + 0.3
+
+
+@pytest.mark.model
+def test_a_text_embeds_the_same_alone_or_in_a_batch(embedder: LocalEmbedder) -> None:
+    texts = [f"Sentence number {i} about {'rivers' if i % 2 else 'mountains'}." for i in range(6)]
+    batched = embedder.embed(texts)
+    alone = np.vstack([embedder.embed([text]) for text in texts[:3]])
+    np.testing.assert_allclose(batched[:3], alone, atol=1e-5)
+
+
+@pytest.mark.model
+def test_a_max_tokens_chunk_of_real_prose_fits_the_model_window(embedder: LocalEmbedder) -> None:
+    text = stdlib_prose()
+    chunks = [c.text for c in TokenSplitter(embedder.max_tokens).split(text)]
+    # Also windows of exactly max_tokens tokens, cut anywhere: the densest a chunk can be.
+    tokens = get_encoding().encode_ordinary(text)
+    step = embedder.max_tokens
+    windows = [get_encoding().decode(tokens[i : i + step]) for i in range(0, len(tokens) - step, step)]
+    counts = embedder.count_word_pieces(chunks + windows)
+    assert len(chunks) > 100 and len(windows) > 100
+    assert max(counts) <= embedder.max_input_tokens, f"{max(counts)} word-pieces"
+
+
+@pytest.mark.model
+def test_a_text_longer_than_the_window_is_not_truncated(embedder: LocalEmbedder) -> None:
+    cooking = " ".join(["Knead the bread dough, let it rise, then bake it in a hot oven until golden."] * 14)
+    astronomy = " ".join(["The telescope observed distant galaxies, nebulae and the rings of Saturn."] * 14)
+    assert embedder.count_word_pieces([cooking]) > [embedder.max_input_tokens]
+    full, first, second = embedder.embed([f"{cooking} {astronomy}", cooking, astronomy])
+    np.testing.assert_allclose(np.linalg.norm(full), 1, rtol=1e-5)
+    # The model alone would only see the cooking part; the embedding must reflect both halves.
+    truncated = embedder.load().encode([f"{cooking} {astronomy}"], normalize_embeddings=True)[0]
+    assert cosine(truncated, second) < 0.3
+    assert cosine(full, second) > cosine(truncated, second) + 0.2
+    assert cosine(full, first) > 0.5 and cosine(full, second) > 0.5
+
+
+@pytest.mark.model
+def test_concurrent_first_use_loads_the_model_once(
+    monkeypatch: pytest.MonkeyPatch, embedder: LocalEmbedder
+) -> None:
+    import sentence_transformers
+
+    loads = []
+    real = sentence_transformers.SentenceTransformer
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", counting)
+    fresh = LocalEmbedder()
+    results: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        results[i] = fresh.embed([f"thread {i % 2}"])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1
+    np.testing.assert_allclose(results[0], results[2], atol=1e-6)
+    np.testing.assert_allclose(results[0], embedder.embed(["thread 0"]), atol=1e-5)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("module", [ragflow.embedders, ragflow.embedders.local], ids=lambda m: m.__name__)
+def test_the_examples_in_the_docstrings_work(module: object) -> None:
+    result = doctest.testmod(module)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
