@@ -3,6 +3,7 @@ so that an input computed once is never computed again, also after a restart."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import sqlite3
@@ -18,10 +19,14 @@ __all__ = ["DiskCache", "MemoryCache", "UdfCache", "content_key"]
 def content_key(namespace: str, value: Any) -> bytes:
     """A 32-byte digest naming ``value`` within ``namespace`` (e.g. a model id): equal inputs, equal keys."""
     payload = value.encode() if isinstance(value, str) else pickle.dumps(_canonical(value), protocol=5)
-    return (
-        hashlib.blake2b(payload, digest_size=32, person=b"ragflow-udf").digest()
-        + hashlib.blake2b(namespace.encode(), digest_size=8).digest()
+    return hashlib.blake2b(payload, digest_size=32, person=b"ragflow-udf").digest() + _namespace_digest(
+        namespace
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _namespace_digest(namespace: str) -> bytes:
+    return hashlib.blake2b(namespace.encode(), digest_size=8).digest()
 
 
 def _canonical(value: Any) -> Any:

@@ -41,7 +41,9 @@ class GroupResults:
             if new_row is not None:
                 self.rows[group] = new_row
                 out.append((group, new_row, 1))
-        old_error = self.errors.pop(group, None)
+        old_error = self.errors.pop(group, None) if self.errors else None
+        if old_error is None and new_error is None:
+            return
         key = (self.operator.name, hashable_key(group))
         error = None
         if new_error is not None:
@@ -80,6 +82,17 @@ class GroupReduceNode(Node):
         # group -> [row count, accumulator per reducer]
         self.state: dict[Hashable, list[Any]] = {}
         self.results = GroupResults(self)
+        # per reducer (1-based accumulator slot, value fn, update); count keeps no accumulator of its own
+        self._multiset = [
+            (i, r.value, r.update)
+            for i, r in enumerate(self.reducers, 1)
+            if r.needs_value and isinstance(r.init(), dict)
+        ]
+        self._arithmetic = [
+            (i, r.value, r.update)
+            for i, r in enumerate(self.reducers, 1)
+            if r.needs_value and not isinstance(r.init(), dict)
+        ]
 
     def _groups(self, row: Any) -> Iterable[Hashable]:
         if self.groups_of is not None:
@@ -89,6 +102,53 @@ class GroupReduceNode(Node):
         return ((),)
 
     def step(self, deltas: list[list[Delta]], ctx: EpochContext) -> list[Delta]:
+        if self.groups_of is None:
+            touched_fast = self._step_by_columns(deltas[0])
+            if touched_fast is not None:
+                out_fast: list[Delta] = []
+                for group in touched_fast:
+                    self._emit(group, out_fast, ctx)
+                return out_fast
+        return self._step_by_rows(deltas, ctx)
+
+    def _step_by_columns(self, changes: list[Delta]) -> dict[Hashable, None] | None:
+        """Apply all changes column by column (each user function mapped over the rows in C); None,
+        with the state untouched, when some row fails, so the row-by-row path reports it alone."""
+        rows = [change[1] for change in changes]
+        try:
+            groups = list(map(self.by, rows)) if self.by is not None else [()] * len(rows)
+            multiset = [list(map(fn, rows)) for _, fn, _ in self._multiset]
+            hash((tuple(groups), *map(tuple, multiset)))
+            arithmetic = [list(map(fn, rows)) for _, fn, _ in self._arithmetic]
+        except Exception:
+            return None
+        state, reducers = self.state, self.reducers
+        touched = dict.fromkeys(groups)
+        staged = []
+        try:
+            for (i, _, update), values in zip(self._arithmetic, arithmetic, strict=True):
+                init = reducers[i - 1].init()
+                folded = {group: state[group][i] if group in state else init for group in touched}
+                for group, value, change in zip(groups, values, changes, strict=True):
+                    folded[group] = update(folded[group], value, change[2])
+                staged.append((i, folded))
+        except Exception:
+            return None
+        for group in touched:  # from here on nothing can fail
+            if group not in state:
+                state[group] = [0, *(r.init() for r in reducers)]
+        for group, change in zip(groups, changes, strict=True):
+            state[group][0] += change[2]
+        for i, folded in staged:
+            for group, acc in folded.items():
+                state[group][i] = acc
+        for (i, _, update), values in zip(self._multiset, multiset, strict=True):
+            for group, value, change in zip(groups, values, changes, strict=True):
+                acc = state[group]
+                acc[i] = update(acc[i], value, change[2])
+        return touched
+
+    def _step_by_rows(self, deltas: list[list[Delta]], ctx: EpochContext) -> list[Delta]:
         touched: dict[Hashable, None] = {}
         state = self.state
         reducers = self.reducers

@@ -48,6 +48,13 @@ class JoinNode(Node):
         self.right: Side = {}
 
     def _keyed(self, changes: list[Delta], on: Callable[[Any], Hashable], ctx: EpochContext) -> list[tuple]:
+        try:
+            keyed = [(on(change[1]), change) for change in changes]
+            # one C-level pass proves every join key, key and row hashable, so no row can fail later
+            hash(tuple(keyed))
+            return keyed
+        except Exception:
+            pass  # redo row by row so only the failing rows are dropped
         keyed = []
         for change in changes:
             try:
@@ -71,14 +78,28 @@ class JoinNode(Node):
                     # the left rows that were emitted unmatched before this epoch (None: they were matched)
                     had_right = bool(self.right.get(join_key))
                     unmatched_before[join_key] = None if had_right else dict(self.left.get(join_key, {}))
+        pairs = self.select is _pair
+        left, right = self.left, self.right
         for join_key, change in left_changes:
-            for (rkey, rrow), mult in self.right.get(join_key, {}).items():
-                self._emit(out, ctx, change, (change[0], rkey), change[1], rrow, change[2] * mult)
-            _apply(self.left, join_key, change)
+            matches = right.get(join_key)
+            if matches:
+                key, row, diff = change
+                if pairs:
+                    out += [((key, rkey), (row, rrow), diff * mult) for (rkey, rrow), mult in matches.items()]
+                else:
+                    for (rkey, rrow), mult in matches.items():
+                        self._emit(out, ctx, change, (key, rkey), row, rrow, diff * mult)
+            _apply(left, join_key, change)
         for join_key, change in right_changes:
-            for (lkey, lrow), mult in self.left.get(join_key, {}).items():
-                self._emit(out, ctx, change, (lkey, change[0]), lrow, change[1], change[2] * mult)
-            _apply(self.right, join_key, change)
+            matches = left.get(join_key)
+            if matches:
+                key, row, diff = change
+                if pairs:
+                    out += [((lkey, key), (lrow, row), diff * mult) for (lkey, lrow), mult in matches.items()]
+                else:
+                    for (lkey, lrow), mult in matches.items():
+                        self._emit(out, ctx, change, (lkey, key), lrow, row, diff * mult)
+            _apply(right, join_key, change)
         for join_key, before in unmatched_before.items():
             after = None if self.right.get(join_key) else self.left.get(join_key, {})
             self._emit_unmatched(out, ctx, before, -1)

@@ -6,6 +6,8 @@ and throughput, with no fixed interval on the hot path."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import signal
 import threading
@@ -25,6 +27,9 @@ from .table import Table
 __all__ = ["Engine", "EpochReport"]
 
 log = logging.getLogger("ragflow.engine")
+
+# builds a Change from a (key, row, diff) tuple in C, without NamedTuple.__new__'s Python frame
+_as_change = functools.partial(tuple.__new__, Change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,8 @@ class Engine:
         self.max_epoch_changes = max_epoch_changes
         self.max_pending_changes = max_pending_changes
         self._nodes: list[Node] = []
+        # (processing order, nodes with sinks), rebuilt after the graph or its sinks change
+        self._plan: tuple[list[Node], set[Node]] | None = None
         self._after_errors: set[Node] = set()
         self._sources: list[tuple[InputNode, Source]] = []
         self._sinks: list[tuple[Node, Sink]] = []
@@ -102,6 +109,7 @@ class Engine:
         if any(i is self._error_node or i in self._after_errors for i in node.inputs):
             self._after_errors.add(node)
         self._nodes.append(node)
+        self._plan = None
         return node
 
     def source(self, source: Source, *, schema: Schema | None = None) -> Table:
@@ -124,6 +132,7 @@ class Engine:
         if self._running:
             raise EngineError("sinks cannot be added while the engine runs; add them before run()/start()")
         self._sinks.append((table.node, sink))
+        self._plan = None
 
     def on_epoch(self, listener: Callable[[EpochReport], None]) -> None:
         """Call ``listener(report)`` after every epoch (from the engine's thread)."""
@@ -315,14 +324,27 @@ class Engine:
         return [*before, self._error_node, *(n for n in self._nodes if n in self._after_errors)]
 
     def _process(self, pushes: list[_Push]) -> EpochReport:
+        # an epoch's changes are acyclic tuples that die when it ends: collecting cycles every 700
+        # allocations would traverse the whole operator state again and again, so collect between epochs
+        if not gc.isenabled():
+            return self._process_epoch(pushes)
+        gc.disable()
+        try:
+            return self._process_epoch(pushes)
+        finally:
+            gc.enable()
+
+    def _process_epoch(self, pushes: list[_Push]) -> EpochReport:
         started = time.perf_counter_ns()
         self.epoch += 1
         ctx = EpochContext(self.epoch)
         for push in pushes:
             push.node.pending.extend(push.changes)
         outputs: dict[Node, list[Delta]] = {}
-        watched = {node for node, _ in self._sinks}
-        for node in self._order():
+        if self._plan is None:
+            self._plan = (self._order(), {node for node, _ in self._sinks})
+        order, watched = self._plan
+        for node in order:
             if isinstance(node, InputNode):
                 if not node.pending:
                     continue
@@ -360,6 +382,6 @@ class Engine:
         for node, sink in self._sinks:
             if node in outputs:
                 if node not in delivered:
-                    delivered[node] = [Change(*c) for c in outputs[node]]
+                    delivered[node] = list(map(_as_change, outputs[node]))
                 sink.on_epoch(self.epoch, delivered[node])
         return sum(len(changes) for changes in delivered.values())
