@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: a live index over the bundled sample folder, offline.
+## The main job: the live Q&A server (REST on 127.0.0.1:8000) over apps/qa_server/sample_docs, offline.
 serve: $(STAMP)
-	$(BIN)/python -m apps.embedded_sync
+	$(BIN)/python -m apps.qa_server
 
 ## The whole test suite (provisions its own test servers).
 test: $(STAMP)

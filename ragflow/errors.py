@@ -19,6 +19,7 @@ __all__ = [
     "EngineError",
     "FilterError",
     "IndexStoreError",
+    "LLMError",
     "ParseError",
     "RagflowError",
     "SchemaError",
@@ -52,6 +53,11 @@ class IndexStoreError(RagflowError):
 
 class FilterError(RagflowError):
     """A metadata filter expression or a glob pattern is invalid."""
+
+
+class LLMError(RagflowError):
+    """The LLM failed, timed out or answered something that is not a chat completion; the message names
+    its base URL and model. The REST API answers it with HTTP 502."""
 
 
 class EngineError(RagflowError):

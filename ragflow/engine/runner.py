@@ -205,6 +205,12 @@ class Engine:
             raise self._failure
 
     @property
+    def pending_changes(self) -> int:
+        """Changes pushed by sources and not yet taken by an epoch (the queue depth)."""
+        with self._cond:
+            return self._pending_changes
+
+    @property
     def failure(self) -> BaseException | None:
         """What stopped the engine, if it failed."""
         return self._failure

