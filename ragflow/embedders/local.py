@@ -86,6 +86,16 @@ class LocalEmbedder:
         # borrowed"), and torch already uses every core for one batch: one embedding at a time.
         self._embed_lock = threading.Lock()
 
+    def replica(self) -> LocalEmbedder:
+        """Another instance of the same model with its own lock (and its own copy of the weights, loaded on
+        first use): queries embedded on a replica do not wait behind an indexing batch."""
+        replica = LocalEmbedder.__new__(LocalEmbedder)
+        replica.__dict__.update(self.__dict__)
+        replica._model = None
+        replica._load_lock = threading.Lock()
+        replica._embed_lock = threading.Lock()
+        return replica
+
     @property
     def model_id(self) -> str:
         return self._model_id

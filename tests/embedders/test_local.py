@@ -184,3 +184,14 @@ def test_concurrent_first_use_loads_the_model_once(
 def test_the_examples_in_the_docstrings_work(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.model
+def test_a_replica_embeds_identically_without_sharing_the_lock(embedder: LocalEmbedder) -> None:
+    replica = embedder.replica()
+    assert replica.model_id == embedder.model_id and replica.dim == embedder.dim
+    assert replica._embed_lock is not embedder._embed_lock
+    text = ["the replica answers queries while the original indexes"]
+    np.testing.assert_allclose(replica.embed(text), embedder.embed(text), atol=1e-5)
+    with embedder._embed_lock:  # the original is busy: the replica must not wait for it
+        assert replica.embed(text).shape == (1, embedder.dim)
