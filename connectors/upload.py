@@ -41,11 +41,17 @@ class UploadSource:
         directory: Where to keep uploaded documents so that they survive a restart (written atomically);
             ``None`` keeps them in memory only.
 
+    Positions: each change carries the whole source's state after it (``doc_id -> digest``), so the
+    source declares ``position_scope = "stream"`` and a restarted store resumes it from the last
+    checkpointed state: only uploads and deletions made after that checkpoint are processed again.
+
     Example:
         >>> uploads = UploadSource()
         >>> uploads.put("notes.md", b"# Notes").doc_id
         'upload://notes.md'
     """
+
+    position_scope = "stream"
 
     def __init__(self, name: str = "upload", directory: str | os.PathLike[str] | None = None) -> None:
         if not name or "/" in name or ":" in name:

@@ -5,6 +5,7 @@ server.
     ragflow index  [PATH | --config FILE] [--state-dir DIR] [--json] [--strict]
     ragflow query  TEXT [--url URL] [--k K] [--filter EXPR] [--glob PATTERN] [--json]
     ragflow status [--url URL] [--json]
+    ragflow status --state-dir DIR [--check] [--json]
 
 Exit codes: 0 success, 1 the command failed while running, 2 bad usage or configuration, 3 no server at
 the URL. ``query`` and ``status`` import nothing heavy, so they answer in a fraction of a second.
@@ -118,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="index the sources once and print a summary",
         description="Read the sources' current contents, index them and exit with a summary (documents, "
-        "chunks, errors, time, chunks/s). With a state directory, the embeddings are cached there, so a "
-        "later `ragflow serve` over the same documents does not embed them again.",
+        "chunks, errors, time, chunks/s). With a state directory, the result is saved there, so a later "
+        "`ragflow index` or `ragflow serve` over it starts from this index and processes only what changed.",
     )
     _add_config_arguments(index)
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -141,11 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="show a running server's readiness, statistics and document errors",
+        help="show a running server's readiness, statistics and errors, or what a state directory holds",
         description="Show a running server's readiness (/readyz), statistics (/v1/statistics) and the "
-        "documents it could not index (/v1/errors).",
+        "documents it could not index (/v1/errors). With --state-dir, show instead what a state directory "
+        "holds (documents, chunks, source positions, last checkpoint, embedding cache), read from disk "
+        "without a server and without changing it (safe while a server runs on it).",
     )
     _add_client_arguments(status)
+    status.add_argument(
+        "--state-dir", metavar="DIR", help="show what this state directory holds instead of asking a server"
+    )
+    status.add_argument(
+        "--check", action="store_true", help="with --state-dir: also verify the whole state file (slower)"
+    )
     status.add_argument("--json", action="store_true", help="print everything as one JSON object")
     status.set_defaults(handler=_status)
     return parser
@@ -160,7 +169,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where the embedding cache (and uploads) live (default: persistence.state_dir, .ragflow)",
+        help="where state lives: indexed documents, source positions, embedding cache, uploads "
+        "(default: persistence.state_dir, .ragflow)",
     )
 
 
@@ -682,6 +692,10 @@ def _snippet(text: str, width: int = 200) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.state_dir is not None:
+        return _state_status(Path(args.state_dir), check=args.check, as_json=args.json)
+    if args.check:
+        raise ConfigError("--check verifies a state directory: use it with --state-dir DIR")
     client = _Client(args.url, args.api_key, args.timeout)
     code, readiness = client.status_of("/readyz")
     stats = client.get("/v1/statistics")
@@ -706,6 +720,71 @@ def _status(args: argparse.Namespace) -> int:
     for error in errors or []:
         print(f"  {error.get('doc_id', '?')} ({error.get('stage', '?')}): {error.get('message', '')}")
     return EXIT_OK
+
+
+def _state_status(state_dir: Path, *, check: bool, as_json: bool) -> int:
+    from ragflow.persistence import describe_state
+
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(f"--state-dir {state_dir} is not a directory")
+    state = describe_state(state_dir, check_integrity=check)
+    if as_json:
+        print(json.dumps(state, indent=2, ensure_ascii=False))
+    elif not state["exists"]:
+        print(f"state dir      {state_dir}  (no saved state)")
+        cache = state["cache"]
+        if cache["entries"]:
+            print(f"cache          {cache['entries']:,} embeddings, {_bytes(cache['bytes'])}")
+    else:
+        _print_state(state)
+    if not state["exists"]:
+        _say(
+            f"no saved state in {state_dir}: `ragflow serve --state-dir {state_dir}` or `ragflow index "
+            f"--state-dir {state_dir}` creates one"
+        )
+        return EXIT_FAILURE
+    if state["problem"] is not None:
+        _say(
+            f"the state in {state_dir} cannot be read: {state['problem']}. The next start moves it aside and "
+            "rebuilds the index from the sources and the embedding cache"
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _print_state(state: dict[str, Any]) -> None:
+    print(f"state dir        {state['state_dir']}  (format {state['format_version']})")
+    print(f"embedding model  {state['model_id']} ({state['dim']} dimensions)")
+    print(f"parser/splitter  {state['parser_id']}")
+    print(f"documents        {state['documents']:,}")
+    print(f"chunks           {state['chunks']:,}")
+    last = state["last_checkpoint"]
+    if last is None:
+        print("last checkpoint  none")
+    else:
+        print(f"last checkpoint  {_when(last['time'])}, epoch {last['epoch']} ({state['checkpoints']} kept)")
+    print(f"state size       {_bytes(state['state_bytes'])}")
+    cache = state["cache"]
+    entries = f"{cache['entries']:,}" if cache["entries"] is not None else "unreadable"
+    print(f"embedding cache  {entries} embeddings, {_bytes(cache['bytes'])}")
+    print("sources" if state["sources"] else "sources          none saved")
+    for name, source in sorted(state["sources"].items()):
+        if source.get("scope") == "stream":
+            where = f"position {source.get('position')}"
+        else:
+            where = f"{source.get('positions', 0):,} file positions"
+        print(f"  {name:<14} {source['documents']:,} documents, {source['chunks']:,} chunks, {where}")
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def _when(timestamp: Any) -> str:

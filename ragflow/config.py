@@ -224,10 +224,16 @@ class ServerConfig(_Section):
 
 
 class PersistenceConfig(_Section):
-    """Local state that survives restarts (today: the embedding cache)."""
+    """State that survives restarts (docs/persistence.md): the embedding cache, the indexed documents and
+    each source's position, so a restart re-embeds nothing that did not change."""
 
     state_dir: str | None = ".ragflow"
-    """Where state lives; ``null`` keeps everything in memory."""
+    """Where state lives; ``null`` keeps everything in memory (a restart indexes everything again)."""
+    checkpoint_interval: float = Field(default=1.0, gt=0)
+    """Seconds between checkpoints: how much indexing a crash can cost (queries never wait for one)."""
+    on_incompatible_state: Literal["refuse", "rebuild"] = "refuse"
+    """What to do with a state written for another embedding model or splitter: ``refuse`` to start
+    (saying what differs), or ``rebuild`` it (cached embeddings of this model are reused)."""
 
 
 class RagflowConfig(_Section):
@@ -380,6 +386,8 @@ class RagflowConfig(_Section):
                 embedder=embedder,
                 index=self.build_index(embedder.dim),
                 state_dir=self.persistence.state_dir,
+                checkpoint_interval=self.persistence.checkpoint_interval,
+                on_incompatible_state=self.persistence.on_incompatible_state,
             )
         except InvalidConfigError:
             raise

@@ -7,10 +7,10 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -24,8 +24,9 @@ from .documents import (
     VectorIndex,
     VectorRecord,
 )
-from .engine import Change, Engine, FrozenDict, Table, UdfCache
+from .engine import Change, Engine, FrozenDict, Table, UdfCache, content_key
 from .engine.io import Mode, Push
+from .engine.udf import BatchedUdfNode
 from .errors import ParseError
 
 __all__ = ["ChunkRow", "DocRow", "DocumentFeed", "EmbeddedChunk", "IndexSink", "ParsedDoc", "build_pipeline"]
@@ -51,13 +52,16 @@ def _frozen(metadata: Any) -> FrozenDict:
 class DocRow:
     """A document as the engine sees it. ``data`` travels only with insertions and is not part of the
     row's identity: a retraction (``data=None``) equals the insertion it retracts, and the parse result is
-    found by ``digest``."""
+    found by ``digest``. ``source`` (the feed's name) and ``position`` (the source's position attached to
+    the change that produced this row) are not part of it either: checkpoints save them with the row."""
 
     doc_id: str
     digest: str
     metadata: FrozenDict
     error: str | None = None
     data: bytes | None = field(default=None, compare=False, hash=False, repr=False)
+    source: str = field(default="", compare=False, hash=False, repr=False)
+    position: Any = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,7 @@ class DocumentFeed:
                 if old is not None:
                     deltas.append((change.doc_id, old, -1))
                 if change.kind is ChangeKind.UPSERT:
-                    row = _row_of(change)
+                    row = _row_of(change, self.name)
                     self.current[change.doc_id] = replace(row, data=None)  # keep no bytes in memory
                     deltas.append((change.doc_id, row, 1))
                     self.seen_ns[change.doc_id] = int(change.metadata.get("seen_at_ns") or time.time_ns())
@@ -151,14 +155,22 @@ class DocumentFeed:
                     self.seen_ns.pop(change.doc_id, None)
         return deltas
 
+    def restore(self, row: DocRow) -> None:
+        """Take ``row`` (from a checkpoint) as the document's current row, as if the source had sent it."""
+        with self._lock:
+            self.current[row.doc_id] = row
+            seen = row.metadata.get("seen_at_ns")
+            if isinstance(seen, int):
+                self.seen_ns[row.doc_id] = seen
 
-def _row_of(change: DocumentChange) -> DocRow:
+
+def _row_of(change: DocumentChange, source: str) -> DocRow:
     metadata = _frozen({**change.metadata, "doc_id": change.doc_id})
     if change.error is not None or change.data is None:
         error = change.error or f"source {change.doc_id!r} sent an upsert without content"
-        return DocRow(change.doc_id, "", metadata, error)
+        return DocRow(change.doc_id, "", metadata, error, source=source, position=change.position)
     digest = hashlib.blake2b(change.data, digest_size=16).hexdigest()
-    return DocRow(change.doc_id, digest, metadata, None, change.data)
+    return DocRow(change.doc_id, digest, metadata, None, change.data, source, change.position)
 
 
 class IndexSink:
@@ -176,13 +188,14 @@ class IndexSink:
                 upserts[key] = row
             else:
                 retracted.add(key)
-        records = [
-            VectorRecord(key, row.vector, row.chunk.text, row.chunk.metadata, row.chunk.extra)
-            for key, row in upserts.items()
-        ]
+        records = [_vector_record(key, row.chunk, row.vector) for key, row in upserts.items()]
         self.index.apply(records, [key for key in retracted if key not in upserts])
         if self.on_applied is not None:
             self.on_applied(len(records), len(retracted - upserts.keys()))
+
+
+def _vector_record(key: int, chunk: ChunkRow, vector: npt.NDArray[np.float32]) -> VectorRecord:
+    return VectorRecord(key, vector, chunk.text, chunk.metadata, chunk.extra)
 
 
 def parse_function(parser: Parser, splitter: Splitter) -> Callable[[list[DocRow]], list[ParseOutcome]]:
@@ -242,6 +255,52 @@ class Pipeline:
     parsed: Table
     chunks: Table
     embedded: Table
+
+    def cached_vectors(self, texts: Iterable[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The vectors of those chunk ``texts`` that the embedding cache holds (the others are left out)."""
+        node = _udf_node(self.embedded)
+        if node.cache is None:
+            return {}
+        # the embed operator's input is the chunk text itself (see build_pipeline)
+        keys = {content_key(node.namespace, text): text for text in texts}
+        return {keys[key]: vector for key, vector in node.cache.get_many(keys).items()}
+
+    def restore(
+        self,
+        feeds: Sequence[DocumentFeed],
+        docs: Iterable[ParsedDoc],
+        vectors: Mapping[str, npt.NDArray[np.float32]],
+    ) -> list[VectorRecord]:
+        """Put the graph where processing ``docs`` (saved by a checkpoint) would have left it: each doc's
+        row in its feed (``row.source``), its parse result and its chunks' vectors (from ``vectors``, which
+        must hold every chunk text) remembered by the UDF operators, so that a later retraction emits
+        exactly what that processing emitted. Returns the index records of their chunks. Call it before
+        the engine starts. The distinct chunk texts count as the embed operator's cache hits (their
+        vectors were read from the cache)."""
+        feeds_by_name = {feed.name: feed for feed in feeds}
+        parse, embed = _udf_node(self.parsed), _udf_node(self.embedded)
+        assert parse.input_key is not None  # build_pipeline names parse inputs by content digest
+        records = []
+        known = len(embed.live)
+        for doc in docs:
+            feeds_by_name[doc.row.source].restore(doc.row)
+            _remember(parse, parse.input_key(doc.row), doc.outcome)
+            for key, chunk in _chunks_of(doc.row.doc_id, doc):
+                vector = vectors[chunk.text]
+                _remember(embed, chunk.text, vector)
+                records.append(_vector_record(key, chunk, vector))
+        embed.cache_hits += len(embed.live) - known
+        return records
+
+
+def _udf_node(table: Table) -> BatchedUdfNode:
+    return cast(BatchedUdfNode, table.node)
+
+
+def _remember(node: BatchedUdfNode, identity: Any, result: Any) -> None:
+    """Count one more present row whose input is ``identity`` in the operator's memo (``live``)."""
+    entry = node.live.setdefault(content_key(node.namespace, identity), [result, 0])
+    entry[1] += 1
 
 
 def build_pipeline(

@@ -16,6 +16,19 @@ from .documents import DocumentSource, Embedder, Hit, Parser, Splitter, VectorIn
 from .engine import Change, DiskCache, Engine, EpochReport, MemoryCache, RowError, UdfCache
 from .errors import ConfigError
 from .filters import compile_filter
+from .persistence import (
+    CACHE_FILE,
+    CheckpointBatch,
+    Checkpointer,
+    OnIncompatible,
+    SavedDocument,
+    SavedState,
+    SourceState,
+    StateIdentity,
+    TolerantCache,
+    open_state,
+    position_scope,
+)
 from .pipeline import DocumentFeed, IndexSink, ParsedDoc, build_pipeline
 from .plugins import load_indexer
 
@@ -78,8 +91,15 @@ class DocumentStore:
             hits = store.retrieve("what is ragflow?", k=3)
 
     Defaults: the parser for text/Markdown/HTML/PDF/JSON/CSV, a token splitter sized to the embedder's
-    input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search). With a
-    ``state_dir``, embeddings are cached on disk there and survive restarts.
+    input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search).
+
+    With a ``state_dir``, the store survives restarts (docs/persistence.md): embeddings are cached on disk
+    there, and every ``checkpoint_interval`` seconds (and on ``stop``) the parsed documents and each
+    source's position are committed to ``state.sqlite`` in one transaction. The next store on that
+    directory loads them into the index at once and resumes each source from its position, so only what
+    changed while it was stopped is parsed and embedded. A state written for another embedding model or
+    parser/splitter is refused with a ``ConfigError`` (``IncompatibleStateError``), or emptied with
+    ``on_incompatible_state="rebuild"``; a damaged one is moved aside and rebuilt.
     """
 
     def __init__(
@@ -94,6 +114,8 @@ class DocumentStore:
         cache: UdfCache | None = None,
         embed_batch_size: int = 8,
         max_epoch_documents: int = 64,
+        checkpoint_interval: float = 1.0,
+        on_incompatible_state: OnIncompatible = "refuse",
     ) -> None:
         sources = [sources] if isinstance(sources, DocumentSource) else list(sources)
         if not sources:
@@ -106,8 +128,12 @@ class DocumentStore:
         self.splitter = splitter if splitter is not None else _default_splitter(self.embedder)
         self.index = index if index is not None else load_indexer("faiss")(dim=self.embedder.dim)
         self.state_dir = Path(state_dir) if state_dir is not None else None
+        if checkpoint_interval <= 0:
+            raise ConfigError(
+                f"checkpoint_interval must be a positive number of seconds, got {checkpoint_interval}"
+            )
         if cache is None:
-            cache = DiskCache(self.state_dir / "embeddings.sqlite") if self.state_dir else MemoryCache()
+            cache = DiskCache(self.state_dir / CACHE_FILE) if self.state_dir else MemoryCache()
         self.cache = cache
         self.feeds = [DocumentFeed(source) for source in sources]
         # an epoch holds at most this many document changes, so a large folder becomes searchable bit by bit
@@ -123,6 +149,11 @@ class DocumentStore:
         self._chunks_seen = 0
         self._started_at: float | None = None
         self._last_indexed: float | None = None
+        self._changed: set[str] = set()  # documents changed in the epoch being processed, for checkpoints
+        self._stream_sources = {feed.name for feed in self.feeds if position_scope(feed.source) == "stream"}
+        parser_id = f"parse:{type(self.parser).__qualname__}:{_splitter_id(self.splitter)}"
+        # a cache write that fails (full disk) must not stop indexing: restore re-checks the vectors
+        tolerant = TolerantCache(self.cache, self.state_dir / CACHE_FILE) if self.state_dir else None
         self.pipeline = build_pipeline(
             self.engine,
             self.feeds,
@@ -131,31 +162,53 @@ class DocumentStore:
             self._embed,
             model_id=self.embedder.model_id,
             embed_batch_size=embed_batch_size,
-            cache=self.cache,
-            parser_id=f"parse:{type(self.parser).__qualname__}:{_splitter_id(self.splitter)}",
+            cache=tolerant if tolerant is not None else self.cache,
+            parser_id=parser_id,
         )
         self.pipeline.embedded.sink(IndexSink(self.index))
         self.pipeline.parsed.subscribe(self._on_parsed)
         self.pipeline.chunks.subscribe(self._on_chunks)
         self.engine.on_epoch(self._on_epoch)
+        self._checkpointer: Checkpointer | None = None
+        if self.state_dir is not None:
+            identity = StateIdentity(self.embedder.model_id, self.embedder.dim, parser_id)
+            state, saved = open_state(self.state_dir, identity, on_incompatible_state)
+            # vectors first: a checkpoint's documents should find theirs in the cache
+            save_unsaved = tolerant.save_unsaved if tolerant is not None else None
+            self._checkpointer = Checkpointer(state, checkpoint_interval, before_write=save_unsaved)
+            try:
+                self._restore(saved)
+            except BaseException:
+                self._checkpointer.close()
+                raise
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> DocumentStore:
         """Start syncing in background threads; returns at once (see ``wait_until_fresh``)."""
         self._started_at = time.monotonic()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         self.engine.start("streaming")
         return self
 
     def run_static(self) -> None:
-        """Index the sources' current contents and return (no live updates)."""
+        """Index the sources' current contents and return (no live updates). With a ``state_dir``, the
+        result is checkpointed and the directory released before this returns."""
         self._started_at = time.monotonic()
-        self.engine.run("static", handle_signals=False)
+        try:
+            self.engine.run("static", handle_signals=False)
+        finally:
+            self._close_state()
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop syncing; the index stays searchable."""
+        """Stop syncing; the index stays searchable. With a ``state_dir``, what was indexed is
+        checkpointed and the directory released (another store may open it)."""
         self.engine.stop()
-        self.engine.join(timeout)
+        try:
+            self.engine.join(timeout)
+        finally:
+            self._close_state()
 
     def __enter__(self) -> DocumentStore:
         return self.start()
@@ -285,6 +338,7 @@ class DocumentStore:
     def _on_parsed(self, epoch: int, changes: list[Change]) -> None:
         with self._lock:
             for doc_id, parsed, diff in changes:
+                self._changed.add(doc_id)
                 if diff > 0:
                     self._docs[doc_id] = parsed
                     self._touched.add(doc_id)
@@ -305,17 +359,116 @@ class DocumentStore:
             self._touched.clear()
             if report.output_changes:
                 self._last_indexed = now
+            changed, self._changed = self._changed, set()
+            documents = {doc_id: self._saved(doc_id) for doc_id in changed} if self._checkpointer else {}
+        if self._checkpointer is not None:
+            # the epoch is complete here (index applied, vectors in the cache): a consistent cut
+            sources: dict[str, SourceState | None] = {
+                name: SourceState("stream", position)
+                for name, position in report.positions.items()
+                if name in self._stream_sources
+            }
+            self._checkpointer.add(CheckpointBatch(report.epoch, documents, sources))
         for listener in self._listeners:
             try:
                 listener(report)
             except Exception:
                 log.exception("on_update callback failed")
 
+    def _saved(self, doc_id: str) -> SavedDocument | None:
+        doc = self._docs.get(doc_id)
+        return SavedDocument(doc, self._indexed_at.get(doc_id)) if doc is not None else None
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def _restore(self, saved: SavedState) -> None:
+        """Load a checkpoint into the feeds, the pipeline's memos, the index and the document table, and
+        give each source the position to resume from. Documents whose vectors are not all in the cache
+        (lost writes) are left out, and forgotten by the next checkpoint, so their source sends them again."""
+        started = time.perf_counter()
+        scopes = {feed.name: position_scope(feed.source) for feed in self.feeds}
+        known = [s for s in saved.documents if s.doc.row.source in scopes]
+        vectors = self.pipeline.cached_vectors({p.text for s in known for p in s.doc.outcome.chunks})
+        incomplete = {
+            s.doc.row.source for s in known if any(p.text not in vectors for p in s.doc.outcome.chunks)
+        }
+        # a stream position cannot leave out one document, nor be read under another scope: such a source
+        # starts again from the beginning, without its saved documents
+        replayed = {name for name in incomplete if scopes[name] == "stream"} | {
+            name for name, state in saved.sources.items() if name in scopes and state.scope != scopes[name]
+        }
+        kept = [
+            s
+            for s in known
+            if s.doc.row.source not in replayed and all(p.text in vectors for p in s.doc.outcome.chunks)
+        ]
+        kept_ids = {s.doc.row.doc_id for s in kept}
+        forget = CheckpointBatch(
+            documents={s.doc.row.doc_id: None for s in saved.documents if s.doc.row.doc_id not in kept_ids},
+            sources={name: None for name in saved.sources if name not in scopes},
+        )
+        forget.sources.update(
+            (name, SourceState(scope))
+            for name, scope in scopes.items()
+            if name not in saved.sources or name in replayed
+        )
+        if forget.documents:
+            log.warning(
+                "%d saved documents are not restored (their source is gone, or their vectors are missing "
+                "from the embedding cache); their sources send them again",
+                len(forget.documents),
+            )
+        assert self._checkpointer is not None
+        self._checkpointer.add(forget)
+        records = self.pipeline.restore(self.feeds, [s.doc for s in kept], vectors)
+        for start in range(0, len(records), _RESTORE_BATCH):
+            self.index.apply(records[start : start + _RESTORE_BATCH], [])
+        with self._lock:
+            for s in kept:
+                self._docs[s.doc.row.doc_id] = s.doc
+                if s.indexed_at is not None:
+                    self._indexed_at[s.doc.row.doc_id] = s.indexed_at
+            self._last_indexed = max(self._indexed_at.values(), default=None)
+        for feed in self.feeds:
+            feed.position = _resume_position(feed.name, scopes[feed.name], kept, saved, replayed)
+        if saved.last_checkpoint is not None:
+            log.info(
+                "restored %d documents (%d chunks) from %s in %.2f s",
+                len(kept),
+                len(records),
+                self.state_dir,
+                time.perf_counter() - started,
+            )
+
+    def _close_state(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+
     def _seen_ns(self, doc_id: str) -> int | None:
         for feed in self.feeds:
             if doc_id in feed.seen_ns:
                 return feed.seen_ns[doc_id]
         return None
+
+
+_RESTORE_BATCH = 50_000
+"""Chunks per index ``apply`` while restoring: bounds the temporary copies of one apply."""
+
+
+def _resume_position(
+    name: str, scope: str, kept: list[SavedDocument], saved: SavedState, replayed: set[str]
+) -> Any:
+    """The position ``name`` resumes from: ``None`` (from the beginning) without a checkpoint."""
+    if saved.last_checkpoint is None or name in replayed:
+        return None
+    if scope == "stream":
+        state = saved.sources.get(name)
+        return state.position if state is not None else None
+    return {
+        s.doc.row.doc_id: s.doc.row.position
+        for s in kept
+        if s.doc.row.source == name and s.doc.row.position is not None
+    }
 
 
 def _seconds(ns: int | None) -> float | None:

@@ -95,6 +95,36 @@ def test_index_fills_the_cache_that_the_next_run_reuses(tmp_path: Path) -> None:
     assert (again.chunks, again.embedded, again.cached) == (2, 0, 2)
 
 
+def test_status_of_a_state_directory_shows_what_it_holds(tmp_path: Path) -> None:
+    config = RagflowConfig.for_folder(write_docs(tmp_path / "docs")).with_overrides(state_dir=tmp_path / "s")
+    index_documents(config, embedder=HashingEmbedder())
+    done = ragflow("status", "--state-dir", str(tmp_path / "s"), "--check", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "documents        2" in done.stdout and "chunks           2" in done.stdout
+    assert HashingEmbedder().model_id in done.stdout
+    assert "embedding cache  2 embeddings" in done.stdout
+    assert "folder" in done.stdout and "2 file positions" in done.stdout
+    (last,) = [line for line in done.stdout.splitlines() if line.startswith("last checkpoint")]
+    assert "epoch" in last and "none" not in last
+    as_json = json.loads(ragflow("status", "--state-dir", str(tmp_path / "s"), "--json", cwd=tmp_path).stdout)
+    assert (as_json["documents"], as_json["chunks"], as_json["problem"]) == (2, 2, None)
+    (source,) = as_json["sources"].values()
+    assert (source["scope"], source["documents"], source["positions"]) == ("document", 2, 2)
+
+
+def test_status_of_a_missing_or_damaged_state_directory_says_so(tmp_path: Path) -> None:
+    missing = ragflow("status", "--state-dir", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert missing.returncode == 1 and "no saved state in" in missing.stderr
+    assert "ragflow serve --state-dir" in missing.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "state.sqlite").write_bytes(b"this is not an SQLite file" * 100)
+    damaged = ragflow("status", "--state-dir", str(tmp_path / "bad"), cwd=tmp_path)
+    assert damaged.returncode == 1 and "cannot be read" in damaged.stderr, damaged.stderr
+    assert "moves it aside and rebuilds" in damaged.stderr
+    misused = ragflow("status", "--check", cwd=tmp_path)
+    assert misused.returncode == 2 and "--check verifies a state directory" in misused.stderr
+
+
 @pytest.mark.model
 def test_index_command_with_the_real_model(tmp_path: Path) -> None:
     write_docs(tmp_path / "docs")

@@ -403,6 +403,8 @@ server:
   max_request_bytes: 2000000
 persistence:
   state_dir: state
+  checkpoint_interval: 2.5
+  on_incompatible_state: rebuild
 """
 
 
@@ -432,7 +434,11 @@ def test_a_full_example_round_trips(tmp_path: Path) -> None:
         "block_size": 1024,
     }
     assert data["llm"]["api_key"] == "sk-test" and data["server"]["port"] == 8080
-    assert data["persistence"] == {"state_dir": str(tmp_path / "state")}
+    assert data["persistence"] == {
+        "state_dir": str(tmp_path / "state"),
+        "checkpoint_interval": 2.5,
+        "on_incompatible_state": "rebuild",
+    }
 
 
 def test_a_config_builds_a_working_store(tmp_path: Path) -> None:
@@ -464,6 +470,20 @@ def test_a_config_builds_a_working_store(tmp_path: Path) -> None:
     assert store.statistics()["file_count"] == 1
     (hit,) = store.retrieve("river stones", k=5)
     assert hit.metadata["path"].endswith("rivers.md")
+
+
+def test_persistence_options_reach_the_store(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    text = "sources:\n  - kind: folder\n    root: docs\npersistence:\n  checkpoint_interval: 0.25\n"
+    store = load_config(write(tmp_path, text)).build_store(embedder=HashingEmbedder())
+    try:
+        assert store._checkpointer is not None and store._checkpointer.interval == 0.25
+    finally:
+        store.stop()
+    bad = write(tmp_path, text + "  on_incompatible_state: migrate\n")
+    (problem,) = problems_of(bad).problems
+    assert (problem.line, problem.path) == (6, "persistence.on_incompatible_state")
+    assert "'refuse' or 'rebuild'" in problem.message and "'migrate'" in problem.message
 
 
 def test_the_bundled_app_configurations_load_offline() -> None:

@@ -113,8 +113,14 @@ class DiskCache:
                 continue
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
-            self._db.execute("COMMIT")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                # a failed COMMIT (full disk) leaves the transaction open: every later write would fail
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def __len__(self) -> int:
         with self._lock:
