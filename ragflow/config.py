@@ -371,6 +371,7 @@ class RagflowConfig(_Section):
         """The ``DocumentStore`` this configuration describes (not started). ``sources`` replaces
         ``build_sources()`` (the server passes those plus its upload source); ``embedder`` replaces the
         configured one."""
+        from .persistence import StateError
         from .store import DocumentStore
 
         sources = self.build_sources() if sources is None else list(sources)
@@ -389,8 +390,8 @@ class RagflowConfig(_Section):
                 checkpoint_interval=self.persistence.checkpoint_interval,
                 on_incompatible_state=self.persistence.on_incompatible_state,
             )
-        except InvalidConfigError:
-            raise
+        except (InvalidConfigError, StateError):
+            raise  # a StateError is about the state directory, which its message names
         except ConfigError as exc:
             raise self._origin.error(("sources",), str(exc)) from None
 

@@ -4,7 +4,8 @@ re-embeds nothing that did not change while it was stopped (see docs/persistence
 
 RagflowError
 └── ConfigError
-    └── IncompatibleStateError   the state was written for another model, parser/splitter or format
+    └── StateError                   the state directory cannot be used as it is
+        └── IncompatibleStateError   the state was written for another model, parser/splitter or format
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "SavedDocument",
     "SavedState",
     "SourceState",
+    "StateError",
     "StateFile",
     "StateIdentity",
     "TolerantCache",
@@ -80,7 +82,11 @@ PositionScope = Literal["document", "stream"]
 OnIncompatible = Literal["refuse", "rebuild"]
 
 
-class IncompatibleStateError(ConfigError):
+class StateError(ConfigError):
+    """The state directory cannot be used: in use by another store, unreadable, or incompatible."""
+
+
+class IncompatibleStateError(StateError):
     """The state directory was written for another embedding model, parser/splitter or format version."""
 
 
@@ -189,7 +195,7 @@ class _DirLock:
         except BlockingIOError:
             holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
-            raise ConfigError(
+            raise StateError(
                 f"the state directory {directory} is in use by another DocumentStore (process {holder}); "
                 "stop that one first (DocumentStore.stop), or give this one another state_dir (--state-dir)"
             ) from None
@@ -330,7 +336,7 @@ def open_state(
                 raise
         except (sqlite3.DatabaseError, _DamagedState) as exc:
             if not _is_damage(exc):
-                raise ConfigError(f"cannot open the state file {path}: {exc}") from exc
+                raise StateError(f"cannot open the state file {path}: {exc}") from exc
             aside = _move_aside(path)
             log.error(
                 "the state file %s is damaged (%s); moved it to %s and rebuilding the index from the sources "

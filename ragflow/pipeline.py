@@ -115,12 +115,22 @@ def chunk_id(doc_id: str, page: int | None, ordinal: int) -> int:
 
 class DocumentFeed:
     """Adapts a ``DocumentSource`` to the engine: turns document upserts/deletes into row retractions and
-    insertions (it remembers each document's current row) and tracks what the source has seen."""
+    insertions (it remembers each document's current row) and tracks what the source has seen.
 
-    def __init__(self, source: DocumentSource, position: Any = None) -> None:
+    Until the source's snapshot is done, what it emits is pushed in slices of at most ``snapshot_slice``
+    documents (each slice one epoch), so a large folder becomes searchable bit by bit instead of after its
+    source's whole first listing; a snapshot is not atomic anyway. Changes after the snapshot keep their
+    groups whole (a rename stays atomic)."""
+
+    def __init__(
+        self, source: DocumentSource, position: Any = None, snapshot_slice: int | None = None
+    ) -> None:
+        if snapshot_slice is not None and snapshot_slice < 1:
+            raise ValueError(f"snapshot_slice must be at least 1, got {snapshot_slice}")
         self.source = source
         self.name = source.name
         self.position = position
+        self.snapshot_slice = snapshot_slice
         self.snapshot_done = threading.Event()
         self.current: dict[str, DocRow] = {}
         self.seen_ns: dict[str, int] = {}
@@ -128,9 +138,12 @@ class DocumentFeed:
 
     def run(self, push: Push, stop: threading.Event, mode: Mode) -> None:
         def emit(changes: Sequence[DocumentChange], snapshot_done: bool = False) -> None:
-            deltas = self._deltas(changes)
-            if deltas:
-                push(deltas, changes[-1].position if changes else None)
+            size = self.snapshot_slice if not self.snapshot_done.is_set() else None
+            for start in range(0, len(changes), size or max(1, len(changes))):
+                group = changes[start : start + size] if size else changes
+                deltas = self._deltas(group)
+                if deltas:
+                    push(deltas, group[-1].position)
             if snapshot_done:
                 self.snapshot_done.set()
 

@@ -91,7 +91,9 @@ class DocumentStore:
             hits = store.retrieve("what is ragflow?", k=3)
 
     Defaults: the parser for text/Markdown/HTML/PDF/JSON/CSV, a token splitter sized to the embedder's
-    input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search).
+    input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search). Queries
+    are embedded by ``query_embedder``: by default a replica of the embedder when it has one (the local
+    model does: a second copy of its weights, ~90 MB), so a query never waits for an indexing batch.
 
     With a ``state_dir``, the store survives restarts (docs/persistence.md): embeddings are cached on disk
     there, and every ``checkpoint_interval`` seconds (and on ``stop``) the parsed documents and each
@@ -116,6 +118,7 @@ class DocumentStore:
         max_epoch_documents: int = 64,
         checkpoint_interval: float = 1.0,
         on_incompatible_state: OnIncompatible = "refuse",
+        query_embedder: Embedder | None = None,
     ) -> None:
         sources = [sources] if isinstance(sources, DocumentSource) else list(sources)
         if not sources:
@@ -124,6 +127,16 @@ class DocumentStore:
         if len(set(names)) != len(names):
             raise ConfigError(f"source names must be unique, got {names}; pass name=... to tell them apart")
         self.embedder = embedder if embedder is not None else _default_embedder()
+        self.query_embedder = query_embedder if query_embedder is not None else _query_embedder(self.embedder)
+        if (self.query_embedder.model_id, self.query_embedder.dim) != (
+            self.embedder.model_id,
+            self.embedder.dim,
+        ):
+            raise ConfigError(
+                f"query_embedder {self.query_embedder.model_id!r} ({self.query_embedder.dim}-d) must be the "
+                f"same model as the embedder {self.embedder.model_id!r} ({self.embedder.dim}-d): vectors of "
+                "different models cannot be compared"
+            )
         self.parser = parser if parser is not None else _default_parser()
         self.splitter = splitter if splitter is not None else _default_splitter(self.embedder)
         self.index = index if index is not None else load_indexer("faiss")(dim=self.embedder.dim)
@@ -135,8 +148,8 @@ class DocumentStore:
         if cache is None:
             cache = DiskCache(self.state_dir / CACHE_FILE) if self.state_dir else MemoryCache()
         self.cache = cache
-        self.feeds = [DocumentFeed(source) for source in sources]
         # an epoch holds at most this many document changes, so a large folder becomes searchable bit by bit
+        self.feeds = [DocumentFeed(source, snapshot_slice=max_epoch_documents) for source in sources]
         self.engine = Engine(
             max_epoch_changes=2 * max_epoch_documents, max_pending_changes=4 * max_epoch_documents
         )
@@ -247,7 +260,7 @@ class DocumentStore:
         if k < 1:
             return []
         predicate = compile_filter(metadata_filter, filepath_globpattern)
-        vector = self.embedder.embed([query])[0]
+        vector = self.query_embedder.embed([query])[0]
         return self.index.search(vector, k, predicate)
 
     def statistics(self) -> dict[str, int | None]:
@@ -484,6 +497,13 @@ def _engine_error(error: RowError) -> DocumentError:
 def _splitter_id(splitter: Splitter) -> str:
     fields = {k: v for k, v in vars(splitter).items() if isinstance(v, int | str | float)}
     return f"{type(splitter).__qualname__}{sorted(fields.items())}"
+
+
+def _query_embedder(embedder: Embedder) -> Embedder:
+    """What embeds queries: a replica of ``embedder`` when it offers one (``replica()``: the same model
+    with its own lock, so a query does not wait for an indexing batch to finish), else ``embedder``."""
+    replica = getattr(embedder, "replica", None)
+    return replica() if callable(replica) else embedder
 
 
 def _default_embedder() -> Embedder:

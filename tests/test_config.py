@@ -17,6 +17,7 @@ from ragflow.config import (
     parse_config,
 )
 from ragflow.errors import ConfigError
+from ragflow.persistence import IncompatibleStateError
 from tests.fakes.hashing_embedder import HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -484,6 +485,15 @@ def test_persistence_options_reach_the_store(tmp_path: Path) -> None:
     (problem,) = problems_of(bad).problems
     assert (problem.line, problem.path) == (6, "persistence.on_incompatible_state")
     assert "'refuse' or 'rebuild'" in problem.message and "'migrate'" in problem.message
+
+
+def test_a_state_of_another_model_is_reported_as_such_not_as_a_source_problem(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    config = load_config(write(tmp_path, "sources:\n  - kind: folder\n    root: docs\n"))
+    config.build_store(embedder=HashingEmbedder(dim=64)).run_static()
+    with pytest.raises(IncompatibleStateError, match="embedding model 'test/hashing-64'") as caught:
+        config.build_store(embedder=HashingEmbedder(dim=32))
+    assert "sources" not in str(caught.value).split(":")[0]
 
 
 def test_the_bundled_app_configurations_load_offline() -> None:

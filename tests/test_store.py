@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from connectors.folder import FolderSource
+from ragflow.errors import ConfigError
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
 
@@ -276,3 +278,69 @@ def test_the_real_model_finds_the_document_about_the_query(tmp_path: Path) -> No
     assert hits[0].metadata["doc_id"] == "cooking.md"
     assert hits[0].dist < hits[1].dist <= hits[2].dist
     assert store.embedder.model_id.endswith("all-MiniLM-L6-v2")
+
+
+class BlockingEmbedder(HashingEmbedder):
+    """Blocks every indexing batch until ``release`` is set; its replica (for queries) never blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.blocked = threading.Event()
+
+    def embed(self, texts: Any) -> Any:
+        self.blocked.set()
+        self.release.wait(30)
+        return super().embed(texts)
+
+    def replica(self) -> HashingEmbedder:
+        return HashingEmbedder()
+
+
+def test_a_query_does_not_wait_for_an_indexing_batch(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("The falcon nests high on the canyon wall.")
+    embedder = BlockingEmbedder()
+    store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=embedder)
+    assert store.query_embedder is not embedder
+    with store:
+        assert embedder.blocked.wait(10), "indexing reached the embedder"
+        answers: list[Any] = []
+        query = threading.Thread(target=lambda: answers.append(store.retrieve("falcon", k=3)))
+        query.start()
+        query.join(10)
+        assert answers == [[]], "the query was answered while the indexing batch is still embedding"
+        assert "falcon" not in embedder.embedded
+        embedder.release.set()
+        assert store.wait_until_fresh(30)
+        assert [h.metadata["path"] for h in store.retrieve("falcon", k=3)] == [str(tmp_path / "a.md")]
+
+
+def test_a_query_embedder_of_another_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="same model as the embedder"):
+        DocumentStore(
+            FolderSource(tmp_path), embedder=HashingEmbedder(dim=64), query_embedder=HashingEmbedder(dim=32)
+        )
+
+
+@pytest.mark.model
+def test_the_local_model_embeds_queries_on_a_replica(tmp_path: Path) -> None:
+    from ragflow.embedders.local import LocalEmbedder
+
+    store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None))
+    assert isinstance(store.query_embedder, LocalEmbedder) and store.query_embedder is not store.embedder
+    assert store.query_embedder.model_id == store.embedder.model_id
+
+
+def test_a_large_first_listing_becomes_searchable_in_slices(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    for i in range(200):
+        (tmp_path / f"doc{i:03d}.md").write_text(paragraph(rng))
+    epochs: list[int] = []
+    store = DocumentStore(
+        FolderSource(tmp_path, reconcile_interval=None), embedder=HashingEmbedder(), max_epoch_documents=64
+    )
+    store.on_update(lambda report: epochs.append(report.input_changes))
+    store.run_static()
+    # an epoch holds at most 2 x 64 row changes (64 updates, each a retraction and an insertion)
+    assert sum(epochs) == 200 and max(epochs) <= 128 and len([n for n in epochs if n]) >= 2
+    assert store.statistics()["file_count"] == 200
