@@ -410,10 +410,14 @@ def progress_line(p: Progress) -> str:
         fraction = p.documents_done / p.documents_seen if p.documents_seen else 0.0
     eta = f"{p.eta:4.0f}s" if chunks_known and p.eta is not None else "   ?"
     width = 24
-    filled = int(width * min(fraction, 1.0))
+    if p.snapshot_complete and p.chunks_seen == 0 == p.chunks_embedded:
+        chunks_known, fraction, eta = True, 1.0, "   0s"  # nothing to embed (all restored or empty)
     chunks_total = f"{p.chunks_seen}{more}" if chunks_known else "?"
+    restored = f"  ({p.documents_restored} restored)" if p.documents_restored else ""
+    filled = int(width * min(fraction, 1.0))
+    bar = "#" * filled + "-" * (width - filled)
     return (
-        f"[{'#' * filled}{'-' * (width - filled)}] docs {p.documents_done}/{p.documents_seen}{more}  "
+        f"[{bar}] docs {p.documents_done}/{p.documents_seen}{more}{restored}  "
         f"chunks {p.chunks_embedded}/{chunks_total}  {p.chunk_rate:5.1f} chunks/s  ETA {eta}"
     )
 
@@ -477,10 +481,16 @@ class IndexSummary:
     """Time spent indexing, loading the embedding model excluded."""
     load_seconds: float = 0.0
     """Time spent loading the embedding model."""
+    processed: int | None = None
+    """Chunks that went through the pipeline in this run (``None``: all of ``chunks``)."""
+    restored_documents: int = 0
+    """Documents loaded from the state directory's last checkpoint instead of being indexed again."""
+    restored_chunks: int = 0
 
     @property
     def chunks_per_second(self) -> float:
-        return self.chunks / self.seconds if self.seconds > 0 else 0.0
+        processed = self.chunks if self.processed is None else self.processed
+        return processed / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -492,17 +502,28 @@ class IndexSummary:
             "seconds": round(self.seconds, 3),
             "load_seconds": round(self.load_seconds, 3),
             "chunks_per_second": round(self.chunks_per_second, 2),
+            "processed": self.chunks if self.processed is None else self.processed,
+            "restored_documents": self.restored_documents,
+            "restored_chunks": self.restored_chunks,
         }
 
     def lines(self) -> Iterator[str]:
         yield f"documents  {self.documents}"
         yield f"chunks     {self.chunks} ({self.embedded} embedded, {self.cached} from the cache)"
+        if self.restored_documents:
+            yield (
+                f"restored   {self.restored_documents} documents, {self.restored_chunks} chunks from the "
+                "saved state (not indexed again)"
+            )
         yield f"errors     {len(self.errors)}"
         for error in self.errors:
             yield f"  {error.doc_id} ({error.stage}): {error.message}"
         loading = f" (+ {self.load_seconds:.1f} s loading the embedding model)" if self.load_seconds else ""
         yield f"time       {self.seconds:.1f} s{loading}"
-        yield f"rate       {self.chunks_per_second:.1f} chunks/s"
+        if self.processed == 0:
+            yield "rate       - (nothing changed since the saved state)"
+        else:
+            yield f"rate       {self.chunks_per_second:.1f} chunks/s"
 
 
 def index_documents(
@@ -521,6 +542,7 @@ def index_documents(
         store.run_static()
     seconds = time.monotonic() - started
     stats = store.embedding_stats()
+    done = store.progress()
     return IndexSummary(
         documents=int(store.statistics()["file_count"] or 0),
         chunks=store.index.count(),
@@ -529,6 +551,9 @@ def index_documents(
         errors=tuple(store.errors()),
         seconds=seconds,
         load_seconds=load_seconds,
+        processed=done.chunks_seen,
+        restored_documents=done.documents_restored,
+        restored_chunks=done.chunks_restored,
     )
 
 

@@ -69,6 +69,10 @@ class Progress:
     chunks_embedded: int
     elapsed: float
     snapshot_complete: bool
+    documents_restored: int = 0
+    """Documents loaded from the state directory at start (counted in ``documents_done`` too)."""
+    chunks_restored: int = 0
+    """Their chunks: in the index without going through the pipeline in this run."""
 
     @property
     def chunk_rate(self) -> float:
@@ -160,6 +164,7 @@ class DocumentStore:
         self._listeners: list[Callable[[EpochReport], None]] = []
         self._chunks_embedded = 0
         self._chunks_seen = 0
+        self._restored = (0, 0)  # documents and chunks loaded from the state directory
         self._started_at: float | None = None
         self._last_indexed: float | None = None
         self._changed: set[str] = set()  # documents changed in the epoch being processed, for checkpoints
@@ -333,7 +338,7 @@ class DocumentStore:
             chunks_seen, embedded = self._chunks_seen, self._chunks_embedded
         elapsed = time.monotonic() - self._started_at if self._started_at is not None else 0.0
         complete = all(feed.snapshot_done.is_set() for feed in self.feeds)
-        return Progress(seen, done, chunks_seen, embedded, elapsed, complete)
+        return Progress(seen, done, chunks_seen, embedded, elapsed, complete, *self._restored)
 
     def embedding_stats(self) -> dict[str, int]:
         """How many chunk texts were embedded (``computed``) and how many came from the cache."""
@@ -442,6 +447,7 @@ class DocumentStore:
                 if s.indexed_at is not None:
                     self._indexed_at[s.doc.row.doc_id] = s.indexed_at
             self._last_indexed = max(self._indexed_at.values(), default=None)
+            self._restored = (len(kept), len(records))
         for feed in self.feeds:
             feed.position = _resume_position(feed.name, scopes[feed.name], kept, saved, replayed)
         if saved.last_checkpoint is not None:

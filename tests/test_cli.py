@@ -93,6 +93,10 @@ def test_index_fills_the_cache_that_the_next_run_reuses(tmp_path: Path) -> None:
     again = index_documents(config, embedder=HashingEmbedder())
     assert (first.embedded, first.cached) == (2, 0)
     assert (again.chunks, again.embedded, again.cached) == (2, 0, 2)
+    assert (again.restored_documents, again.restored_chunks, again.processed) == (2, 2, 0)
+    assert "restored   2 documents, 2 chunks from the saved state (not indexed again)" in list(again.lines())
+    assert "rate       - (nothing changed since the saved state)" in list(again.lines())
+    assert (first.restored_documents, first.processed) == (0, 2)
 
 
 def test_status_of_a_state_directory_shows_what_it_holds(tmp_path: Path) -> None:
@@ -406,6 +410,9 @@ def test_progress_line_before_and_after_the_chunk_total_is_known() -> None:
     later = progress_line(Progress(10, 5, 40, 20, 2.0, False))
     assert "docs 5/10+" in later and "chunks 20/40+" in later and "10.0 chunks/s" in later
     assert "ETA    2s" in later
+    restored = progress_line(Progress(10, 10, 0, 0, 0.5, True, documents_restored=10, chunks_restored=30))
+    assert restored.startswith("[" + "#" * 24 + "]") and "(10 restored)" in restored
+    assert "chunks 0/0" in restored and "ETA    0s" in restored
 
 
 def test_every_subcommand_has_help() -> None:
