@@ -13,6 +13,7 @@ many documents it parsed), then stops cleanly.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import sys
@@ -26,9 +27,15 @@ from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
 from tests.test_store import index_contents
 
+_SAY = threading.Lock()
+
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    """Print one whole line: the checkpoint thread and the main thread both talk, and ``print`` writes
+    the text and its newline separately (two lines could run together)."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def slow_down_checkpoints(seconds: float) -> None:
@@ -64,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     store.start()
     if not store.wait_until_fresh(60):
-        say(f"not fresh after 60 s: {store.engine.failure!r}")
+        say(f"not fresh after 60 s: {store.engine.failure!r}, {store.progress()}")
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
         return 1
     if args.dump:
         result = {

@@ -523,6 +523,7 @@ class Child:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.errors: list[str] = []
+        self.skipped: list[str] = []  # stdout lines wait_for passed over
         threading.Thread(target=self._read, args=(self.process.stdout, self.lines.put), daemon=True).start()
         threading.Thread(
             target=self._read, args=(self.process.stderr, self.errors.append), daemon=True
@@ -534,7 +535,7 @@ class Child:
         for line in stream:
             put(line.rstrip("\n"))
 
-    def wait_for(self, wanted: str, timeout: float = 60) -> str | None:
+    def wait_for(self, wanted: str, timeout: float = 75) -> str | None:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -545,6 +546,7 @@ class Child:
                 continue
             if line.startswith(wanted):
                 return line
+            self.skipped.append(line)
         return None
 
     def drain(self) -> None:
@@ -556,7 +558,8 @@ class Child:
         self.process.wait(10)
 
     def problem(self) -> str:
-        return f"exit code {self.process.poll()}, stderr:\n" + "\n".join(self.errors[-30:])
+        output = "\n".join(self.skipped[-5:])
+        return f"exit code {self.process.poll()}, stdout:\n{output}\nstderr:\n" + "\n".join(self.errors[-60:])
 
 
 def crash_round(root: Path, state: Path, rng: random.Random, history: list[str]) -> str:
