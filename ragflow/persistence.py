@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .engine import UdfCache
+from .engine.cache import is_sqlite_damage, move_aside
 from .errors import ConfigError
 from .pipeline import ChunkPiece, DocRow, ParsedDoc, ParseOutcome
 
@@ -73,9 +74,7 @@ _SCHEMA = (
     "CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY AUTOINCREMENT, epoch INTEGER NOT NULL,"
     " written_at REAL NOT NULL, documents INTEGER NOT NULL, chunks INTEGER NOT NULL)",
 )
-_SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
-_SQLITE_NOTADB = 26
 
 PositionScope = Literal["document", "stream"]
 """How a source's change positions add up to the position it resumes from (see ``position_scope``)."""
@@ -337,7 +336,7 @@ def open_state(
         except (sqlite3.DatabaseError, _DamagedState) as exc:
             if not _is_damage(exc):
                 raise StateError(f"cannot open the state file {path}: {exc}") from exc
-            aside = _move_aside(path)
+            aside = move_aside(path)
             log.error(
                 "the state file %s is damaged (%s); moved it to %s and rebuilding the index from the sources "
                 "and the embedding cache",
@@ -461,28 +460,7 @@ def _incompatible_message(directory: Path, differences: list[tuple[str, str, str
 
 
 def _is_damage(exc: BaseException) -> bool:
-    if isinstance(exc, _DamagedState):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    text = str(exc)
-    return "malformed" in text or "not a database" in text
-
-
-def _move_aside(path: Path) -> Path:
-    """Rename the state file and its WAL companions out of the way (kept for inspection)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}.{n}")
-    for suffix in ("-wal", "-shm", ""):
-        companion = path.with_name(path.name + suffix)
-        if companion.exists():
-            companion.rename(aside.with_name(aside.name + suffix))
-    return aside
+    return isinstance(exc, _DamagedState) or is_sqlite_damage(exc)
 
 
 # -- encoding -----------------------------------------------------------------------------------------------

@@ -128,6 +128,47 @@ def test_documents_whose_vectors_are_missing_are_indexed_again(tmp_path: Path) -
     assert index_contents(store) == from_scratch(docs)
 
 
+def test_a_damaged_vector_in_the_cache_is_computed_again_not_served(tmp_path: Path, caplog: Any) -> None:
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    write_docs(docs, 5)
+    index_once(docs, state)
+    with sqlite3.connect(state / "embeddings.sqlite") as db:  # flip one byte inside one stored vector
+        key, value = db.execute("SELECT key, value FROM results LIMIT 1").fetchone()
+        flipped = bytearray(value)
+        flipped[-40] ^= 0xFF
+        db.execute("UPDATE results SET value = ? WHERE key = ?", (bytes(flipped), key))
+    db.close()
+    embedder = HashingEmbedder()
+    with caplog.at_level(logging.WARNING, "ragflow.engine.cache"):
+        store = index_once(docs, state, embedder=embedder)
+    assert len(embedder.embedded) == 1, "the damaged vector alone is computed again"
+    assert index_contents(store) == from_scratch(docs)
+    assert "failed their checksum" in caplog.text
+    with sqlite3.connect(state / "embeddings.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results WHERE value = ?", (bytes(flipped),)).fetchone() == (
+            0,
+        )
+    db.close()
+
+
+def test_an_unreadable_embedding_cache_is_set_aside_and_rebuilt(tmp_path: Path, caplog: Any) -> None:
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    write_docs(docs, 5)
+    index_once(docs, state)
+    for companion in state.glob("embeddings.sqlite*"):
+        companion.unlink()
+    (state / "embeddings.sqlite").write_bytes(b"garbage, not an SQLite file" * 200)
+    embedder = HashingEmbedder()
+    with caplog.at_level(logging.ERROR, "ragflow.engine.cache"):
+        store = index_once(docs, state, embedder=embedder)
+    assert index_contents(store) == from_scratch(docs)
+    assert embedder.embedded, "the vectors are computed again"
+    assert "cannot be read" in caplog.text and len(list(state.glob("embeddings.sqlite.corrupt-*"))) == 1
+    again = HashingEmbedder()
+    index_once(docs, state, embedder=again)
+    assert again.embedded == [], "the new cache is used from then on"
+
+
 def test_documents_of_a_source_no_longer_configured_are_not_restored(tmp_path: Path) -> None:
     state = tmp_path / "state"
     write_docs(tmp_path / "a", 3, seed=1)

@@ -104,8 +104,19 @@ def real_model_rate(texts: list[str]) -> float | None:
     return len(texts) / (time.perf_counter() - started)
 
 
+INDEX_KIND = "flat"
+"""The faiss index kind (``--index``): with ``hnsw`` a restore also rebuilds the graph."""
+
+
 def store_over(folder: Path, state: Path, embedder: FastEmbedder) -> DocumentStore:
-    return DocumentStore(FolderSource(folder, reconcile_interval=None), embedder=embedder, state_dir=state)
+    from indexers.faiss import FaissIndex
+
+    return DocumentStore(
+        FolderSource(folder, reconcile_interval=None),
+        embedder=embedder,
+        state_dir=state,
+        index=FaissIndex(dim=DIM, kind=INDEX_KIND),  # type: ignore[arg-type]
+    )
 
 
 def bench_size(target_chunks: int, words: list[str], real_sample: int, use_real: bool) -> dict[str, float]:
@@ -234,12 +245,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--real-sample", type=int, default=256, help="chunk texts timed with the real model")
     parser.add_argument("--no-real-model", action="store_true")
+    parser.add_argument("--index", choices=["flat", "hnsw"], default="flat", help="the faiss index kind")
     args = parser.parse_args(argv)
+    global INDEX_KIND
+    INDEX_KIND = args.index
     load = os.getloadavg()
     print("## Restart (`python -m apps.bench.restart`)\n")
     print(f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"- Machine: {platform.platform()}, {os.cpu_count()} CPUs, load average {load[0]:.2f} at start")
-    print(f"- Python: {platform.python_implementation()} {platform.python_version()}\n")
+    print(f"- Python: {platform.python_implementation()} {platform.python_version()}")
+    print(f"- Index: faiss {INDEX_KIND}\n")
     words = vocabulary()
     results = [bench_size(n, words, args.real_sample, not args.no_real_model) for n in args.chunks]
     for line in report(results):

@@ -3,17 +3,27 @@ so that an input computed once is never computed again, also after a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
+import os
 import pickle
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = ["DiskCache", "MemoryCache", "UdfCache", "content_key"]
+
+log = logging.getLogger("ragflow.engine.cache")
+
+_MAGIC = b"rfc1"
+"""Starts every stored value: the format (a checksum, then the pickle). Values without it are not read."""
+_DAMAGED = object()
 
 
 def content_key(namespace: str, value: Any) -> bytes:
@@ -82,33 +92,66 @@ class MemoryCache:
 
 
 class DiskCache:
-    """Results pickled into one SQLite table (WAL mode) at ``path``; safe to share between threads."""
+    """Results pickled into one SQLite table (WAL mode) at ``path``; safe to share between threads.
+
+    Every value is stored behind a checksum of its key and bytes, so a damaged entry (a flipped bit, a
+    truncated page) is never returned: it reads as a miss (the result is computed again) and is deleted. A
+    file that is not a readable SQLite database at all is moved aside to ``<path>.corrupt-<time>`` and a new
+    one is started, with an error in the log: a cache costs recomputation when lost, never correctness.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (key BLOB PRIMARY KEY, value BLOB NOT NULL)")
+        self._warned = False
+        try:
+            self._db = _open_cache_db(self.path)
+        except sqlite3.DatabaseError as exc:
+            if not is_sqlite_damage(exc):
+                raise
+            aside = move_aside(self.path)
+            log.error(
+                "the cache %s cannot be read (%s); moved it to %s and starting an empty one: what it held "
+                "is computed again when needed",
+                self.path,
+                exc,
+                aside,
+            )
+            self._db = _open_cache_db(self.path)
 
     def get_many(self, keys: Iterable[bytes]) -> dict[bytes, Any]:
         wanted = list(keys)
         found: dict[bytes, Any] = {}
+        damaged: list[bytes] = []
         with self._lock:
-            for start in range(0, len(wanted), 500):  # SQLite caps bound parameters per statement
-                part = wanted[start : start + 500]
-                marks = ",".join("?" * len(part))
-                rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part)
-                found.update((bytes(key), pickle.loads(value)) for key, value in rows)
+            try:
+                for start in range(0, len(wanted), 500):  # SQLite caps bound parameters per statement
+                    part = wanted[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part)
+                    for raw_key, value in rows:
+                        key = bytes(raw_key)
+                        result = _unseal(key, bytes(value))
+                        if result is _DAMAGED:
+                            damaged.append(key)
+                        else:
+                            found[key] = result
+            except sqlite3.DatabaseError as exc:
+                # a damaged page: what could not be read counts as missing (and is computed again)
+                self._warn(f"reading it failed ({exc})")
+                return found
+            if damaged:
+                self._warn(f"{len(damaged)} entries failed their checksum and were dropped")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.executemany("DELETE FROM results WHERE key = ?", [(key,) for key in damaged])
         return found
 
     def put_many(self, items: Mapping[bytes, Any]) -> None:
         rows = []
         for key, value in items.items():
             try:
-                rows.append((key, pickle.dumps(value, protocol=5)))
+                rows.append((key, _seal(key, pickle.dumps(value, protocol=5))))
             except Exception:  # a result pickle cannot store is used, just not remembered across runs
                 continue
         with self._lock:
@@ -122,6 +165,11 @@ class DiskCache:
                     self._db.execute("ROLLBACK")
                 raise
 
+    def _warn(self, what: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("the cache %s is damaged: %s; those results are computed again", self.path, what)
+
     def __len__(self) -> int:
         with self._lock:
             (count,) = self._db.execute("SELECT COUNT(*) FROM results").fetchone()
@@ -130,3 +178,60 @@ class DiskCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _open_cache_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS results (key BLOB PRIMARY KEY, value BLOB NOT NULL)")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _seal(key: bytes, payload: bytes) -> bytes:
+    return _MAGIC + _value_checksum(key, payload) + payload
+
+
+def _unseal(key: bytes, value: bytes) -> Any:
+    """The result stored in ``value``, or ``_DAMAGED`` when it fails its checksum or cannot be read."""
+    head = len(_MAGIC) + 16
+    payload = value[head:]
+    if value[: len(_MAGIC)] != _MAGIC or value[len(_MAGIC) : head] != _value_checksum(key, payload):
+        return _DAMAGED
+    try:
+        return pickle.loads(payload)
+    except Exception:
+        return _DAMAGED
+
+
+def _value_checksum(key: bytes, payload: bytes) -> bytes:
+    digest = hashlib.blake2b(key, digest_size=16, person=b"ragflow-cache")
+    digest.update(payload)
+    return digest.digest()
+
+
+def is_sqlite_damage(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file is damaged or not a database at all."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the file and its WAL companions to ``<name>.corrupt-<time>[.n]`` (kept for inspection)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}.{n}")
+    for suffix in ("-wal", "-shm", ""):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.replace(companion, aside.with_name(aside.name + suffix))
+    return aside
