@@ -607,6 +607,19 @@ class Checkpointer:
         with self._pending_lock:
             return len(self._pending.documents)
 
+    def stats(self) -> dict[str, Any]:
+        """``last_checkpoint`` (Unix seconds or ``None``), ``checkpoints`` written by this process,
+        ``failures`` in a row (0 once a checkpoint succeeds again), ``pending_documents`` and
+        ``write_seconds`` (total time spent writing)."""
+        last = self.state.last_checkpoint
+        return {
+            "last_checkpoint": last.written_at if last is not None else None,
+            "checkpoints": self.checkpoints,
+            "failures": self._failures,
+            "pending_documents": self.pending(),
+            "write_seconds": self.write_seconds,
+        }
+
     def close(self) -> None:
         """Stop the thread, write what is pending, close the state file (and release its directory)."""
         if self._closed.is_set():

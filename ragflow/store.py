@@ -340,6 +340,12 @@ class DocumentStore:
         complete = all(feed.snapshot_done.is_set() for feed in self.feeds)
         return Progress(seen, done, chunks_seen, embedded, elapsed, complete, *self._restored)
 
+    def persistence_stats(self) -> dict[str, Any] | None:
+        """Checkpointing as it goes (``None`` without a ``state_dir``): ``last_checkpoint`` (Unix
+        seconds), ``checkpoints`` written since start, consecutive ``failures`` (a full disk), documents
+        changed since the last checkpoint (``pending_documents``) and ``write_seconds`` spent writing."""
+        return self._checkpointer.stats() if self._checkpointer is not None else None
+
     def embedding_stats(self) -> dict[str, int]:
         """How many chunk texts were embedded (``computed``) and how many came from the cache."""
         stats = self.pipeline.embedded.node.stats()

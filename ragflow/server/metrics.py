@@ -77,6 +77,19 @@ class ServerMetrics:
             buckets=_FRESHNESS_BUCKETS,
             registry=r,
         )
+        self.last_checkpoint = Gauge(
+            "ragflow_last_checkpoint_timestamp_seconds",
+            "When the state directory last committed a checkpoint (0: never, or no state directory)",
+            registry=r,
+        )
+        self.checkpoint_pending = Gauge(
+            "ragflow_checkpoint_pending_documents", "Documents changed since the last checkpoint", registry=r
+        )
+        self.checkpoint_failures = Gauge(
+            "ragflow_checkpoint_failures",
+            "Checkpoints failed in a row (a full disk); 0 once one succeeds",
+            registry=r,
+        )
         self.requests = Counter(
             "ragflow_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
@@ -115,6 +128,11 @@ class ServerMetrics:
         self.embedded.set(stats["computed"])
         self.cache_hits.set(stats["cache_hits"])
         self.embed_rate.set(self._rate(stats["computed"]))
+        persistence = self.store.persistence_stats()
+        if persistence is not None:
+            self.last_checkpoint.set(persistence["last_checkpoint"] or 0)
+            self.checkpoint_pending.set(persistence["pending_documents"])
+            self.checkpoint_failures.set(persistence["failures"])
         return generate_latest(self.registry)
 
     def _on_epoch(self, report: EpochReport) -> None:

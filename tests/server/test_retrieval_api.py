@@ -4,6 +4,7 @@ health, readiness, metrics and the schema, with every way a request can be malfo
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -280,3 +281,43 @@ def test_unknown_routes_and_methods_are_json_errors(served: Served) -> None:
     assert missing.status_code == 404 and "/v1/nothing" in error_of(missing)
     wrong = requests.delete(served.url + "/v1/retrieve", timeout=10)
     assert wrong.status_code == 405 and "DELETE" in error_of(wrong)
+
+
+def test_metrics_report_checkpoints_of_a_state_directory(tmp_path: Any) -> None:
+    from connectors.folder import FolderSource
+    from ragflow.server import create_app
+    from ragflow.store import DocumentStore
+    from tests.fakes.hashing_embedder import HashingEmbedder
+    from tests.server.conftest import running
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("Some words to index.")
+    store = DocumentStore(
+        FolderSource(tmp_path / "docs", reconcile_interval=None),
+        embedder=HashingEmbedder(),
+        state_dir=tmp_path / "state",
+        checkpoint_interval=0.05,
+    )
+    store.start()
+    try:
+        assert store.wait_until_fresh(30)
+        with running(create_app(store)) as url:
+            deadline = time.monotonic() + 10
+            while True:
+                text = requests.get(url + "/metrics", timeout=10).text
+                samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+                if (
+                    float(samples["ragflow_last_checkpoint_timestamp_seconds"]) > 0
+                    or time.monotonic() > deadline
+                ):
+                    break
+                time.sleep(0.05)
+            assert (
+                time.time() - 60 < float(samples["ragflow_last_checkpoint_timestamp_seconds"]) <= time.time()
+            )
+            assert float(samples["ragflow_checkpoint_failures"]) == 0
+            assert float(samples["ragflow_checkpoint_pending_documents"]) == 0
+        stats = store.persistence_stats()
+        assert stats is not None and stats["checkpoints"] >= 1 and stats["failures"] == 0
+    finally:
+        store.stop()
