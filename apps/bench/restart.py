@@ -140,9 +140,10 @@ def bench_size(target_chunks: int, words: list[str], real_sample: int, use_real:
         write_ms = 1000 * checkpointer.write_seconds / max(1, checkpointer.checkpoints)
         checkpoints = checkpointer.checkpoints
         texts = [h.text for h in store.index.search(np.ones(DIM, dtype=np.float32), real_sample)]
+        settle(store)
         del store
 
-        restarts, constructs = [], []
+        restarts, constructs, graphs = [], [], []
         for _ in range(3):
             embedder = FastEmbedder()
             started = time.perf_counter()
@@ -154,6 +155,7 @@ def bench_size(target_chunks: int, words: list[str], real_sample: int, use_real:
             constructs.append(constructed - started)
             assert embedder.count == 0 and store.index.count() == chunks
             store.stop()
+            graphs.append(settle(store) + restarts[-1])
             del store
 
         status = describe_state(state)
@@ -177,11 +179,25 @@ def bench_size(target_chunks: int, words: list[str], real_sample: int, use_real:
         "state_per_chunk": state_bytes / chunks,
         "cache_per_chunk": cache_bytes / chunks,
         "status_documents": status["documents"],
+        "graphs": statistics.median(graphs),
     }
     if rate is not None:
         result["real_rate"] = rate
         result["initial_real"] = chunks / rate
     return result
+
+
+def settle(store: DocumentStore) -> float:
+    """Wait for the index's background HNSW graph builds (the index is searchable exactly meanwhile) and
+    stop its builder, so that nothing of this store competes with what is timed next; returns the wait."""
+    started = time.perf_counter()
+    wait = getattr(store.index, "wait_for_graphs", None)
+    if wait is not None:
+        wait()
+    close = getattr(store.index, "close", None)
+    if close is not None:
+        close()
+    return time.perf_counter() - started
 
 
 def checkpoint_write_ms(state: Path, status: dict[str, Any], writes: int = 50) -> float:
@@ -218,6 +234,13 @@ def report(results: list[dict[str, float]]) -> list[str]:
             f"| {r['restart']:.2f} s ({r['restart_min']:.2f}-{r['restart_max']:.2f}) | {r['restore']:.2f} s "
             f"| {ratio_text} | ≤ 10% | {met} |"
         )
+    if INDEX_KIND == "hnsw":
+        lines.append("")
+        lines += [
+            f"- {r['chunks']:,.0f} chunks: searchable (exactly) at ready; every HNSW graph rebuilt "
+            f"{r['graphs']:.1f} s after the restart began (median), in a background thread"
+            for r in results
+        ]
     lines += [
         "",
         "| Chunks | Epochs (initial) | Checkpoints written | Mean checkpoint write | One-document checkpoint "
