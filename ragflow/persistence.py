@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -237,8 +237,7 @@ class StateFile:
         )
         with self._lock:
             db = self._open_db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 self._write_rows(db, deleted, rows, forgotten, sources)
                 now = time.time()
                 seq = db.execute(
@@ -247,12 +246,6 @@ class StateFile:
                 ).lastrowid
                 assert seq is not None
                 db.execute("DELETE FROM checkpoints WHERE seq <= ?", (seq - _KEPT_CHECKPOINTS,))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                raise
             for doc_id, n in chunks.items():
                 if n is None:
                     self._chunks.pop(doc_id, None)
@@ -400,30 +393,33 @@ def _load(
     return SavedState(documents, sources, CheckpointInfo(*last) if last is not None else None)
 
 
-def _initialise(db: sqlite3.Connection, identity: StateIdentity) -> None:
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed when the block ends, rolled back if it raises (a failed COMMIT,
+    say on a full disk, leaves the transaction open: every later write would fail)."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def _initialise(db: sqlite3.Connection, identity: StateIdentity) -> None:
+    with _transaction(db):
         for statement in _SCHEMA:
             db.execute(statement)
         _write_meta(db, identity)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _reset(db: sqlite3.Connection, identity: StateIdentity) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         for table in ("documents", "sources", "checkpoints", "meta"):
             db.execute(f"DELETE FROM {table}")
         _write_meta(db, identity)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _write_meta(db: sqlite3.Connection, identity: StateIdentity) -> None:
