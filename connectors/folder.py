@@ -657,7 +657,10 @@ class _FolderSync:
         self, doc_id: str, group: _Group, seen_ns: int | None, scanned: os.stat_result | None = None
     ) -> None:
         before = self._known.get(doc_id)
-        if scanned is not None and before is not None and before.matches_stat(scanned):
+        # a file unchanged since it was read is skipped, unless a lower size cap (after a restart with
+        # other settings) now excludes it
+        within_cap = scanned is not None and scanned.st_size <= self._config.max_file_size
+        if scanned is not None and before is not None and within_cap and before.matches_stat(scanned):
             return
         group.checked.add(doc_id)
         abspath = self._abspath(doc_id)

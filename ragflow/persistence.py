@@ -598,6 +598,11 @@ class Checkpointer:
                 self._failures = 0
             return True
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called (the state file is closed and its directory released)."""
+        return self._closed.is_set()
+
     def pending(self) -> int:
         """Documents changed since the last checkpoint."""
         with self._pending_lock:

@@ -24,7 +24,7 @@ from .documents import (
     VectorIndex,
     VectorRecord,
 )
-from .engine import Change, Engine, FrozenDict, Table, UdfCache, content_key
+from .engine import Change, Engine, FrozenDict, MemoryCache, Table, UdfCache, content_key
 from .engine.io import Mode, Push
 from .engine.udf import BatchedUdfNode
 from .errors import ParseError
@@ -139,8 +139,7 @@ class DocumentFeed:
     def run(self, push: Push, stop: threading.Event, mode: Mode) -> None:
         def emit(changes: Sequence[DocumentChange], snapshot_done: bool = False) -> None:
             size = self.snapshot_slice if not self.snapshot_done.is_set() else None
-            for start in range(0, len(changes), size or max(1, len(changes))):
-                group = changes[start : start + size] if size else changes
+            for group in _slices(changes, size):
                 deltas = self._deltas(group)
                 if deltas:
                     push(deltas, group[-1].position)
@@ -175,6 +174,23 @@ class DocumentFeed:
             seen = row.metadata.get("seen_at_ns")
             if isinstance(seen, int):
                 self.seen_ns[row.doc_id] = seen
+
+
+def _slices(changes: Sequence[DocumentChange], size: int | None) -> list[Sequence[DocumentChange]]:
+    """``changes`` cut into groups of at least ``size`` (all of them when ``None``), each ending with a
+    change that carries a position: a slice must leave its source at a position a restart can resume
+    from. A source that puts a position only on its last change (a stream source's snapshot) is not cut."""
+    if size is None or len(changes) <= size:
+        return [changes] if changes else []
+    groups: list[Sequence[DocumentChange]] = []
+    start = 0
+    for end, change in enumerate(changes, 1):
+        if end - start >= size and change.position is not None:
+            groups.append(changes[start:end])
+            start = end
+    if start < len(changes):
+        groups.append(changes[start:])
+    return groups
 
 
 def _row_of(change: DocumentChange, source: str) -> DocRow:
@@ -316,6 +332,10 @@ def _remember(node: BatchedUdfNode, identity: Any, result: Any) -> None:
     entry[1] += 1
 
 
+_PARSE_CACHE_ENTRIES = 1024
+"""Parse results kept in memory after their documents are gone (each holds a document's chunk texts)."""
+
+
 def build_pipeline(
     engine: Engine,
     feeds: Sequence[DocumentFeed],
@@ -340,6 +360,10 @@ def build_pipeline(
         batch_size=16,
         input_key=lambda row: (row.digest, suffix(row), row.error),
         merge=lambda row, outcome: ParsedDoc(replace(row, data=None), outcome),
+        # recent parse results outlive their rows for a while: a rename whose delete and create land in
+        # different epochs (a large folder's first listing comes in slices) is not parsed again
+        cache=MemoryCache(max_entries=_PARSE_CACHE_ENTRIES),
+        keep_dropped=True,
         namespace=parser_id,
     )
     chunks = parsed.flat_map(_chunks_of)

@@ -204,6 +204,7 @@ class DocumentStore:
 
     def start(self) -> DocumentStore:
         """Start syncing in background threads; returns at once (see ``wait_until_fresh``)."""
+        self._check_state_open()
         self._started_at = time.monotonic()
         if self._checkpointer is not None:
             self._checkpointer.start()
@@ -213,6 +214,7 @@ class DocumentStore:
     def run_static(self) -> None:
         """Index the sources' current contents and return (no live updates). With a ``state_dir``, the
         result is checkpointed and the directory released before this returns."""
+        self._check_state_open()
         self._started_at = time.monotonic()
         try:
             self.engine.run("static", handle_signals=False)
@@ -465,14 +467,22 @@ class DocumentStore:
                 time.perf_counter() - started,
             )
 
+    def _check_state_open(self) -> None:
+        if self._checkpointer is not None and self._checkpointer.closed:
+            raise ConfigError(
+                f"this DocumentStore has released its state directory {self.state_dir} (run_static or stop "
+                "ends a store with a state_dir); create a new DocumentStore on it to run again"
+            )
+
     def _close_state(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()
 
     def _seen_ns(self, doc_id: str) -> int | None:
         for feed in self.feeds:
-            if doc_id in feed.seen_ns:
-                return feed.seen_ns[doc_id]
+            seen = feed.seen_ns.get(doc_id)  # one lookup: the source's thread may delete it meanwhile
+            if seen is not None:
+                return seen
         return None
 
 

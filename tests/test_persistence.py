@@ -36,7 +36,7 @@ from ragflow.persistence import (
     describe_state,
     open_state,
 )
-from ragflow.pipeline import DocRow, ParsedDoc, ParseOutcome
+from ragflow.pipeline import DocRow, ParsedDoc, ParseOutcome, _slices
 from ragflow.splitter import TokenSplitter
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
@@ -113,6 +113,48 @@ def test_only_the_chunks_changed_while_stopped_are_embedded(tmp_path: Path) -> N
     assert 3 <= len(embedder.embedded) <= 6
     assert store.pipeline.parsed.node.stats()["computed"] == 3  # type: ignore[attr-defined]
     assert index_contents(store) == from_scratch(docs)
+
+
+def test_a_directory_renamed_while_stopped_is_neither_parsed_nor_embedded_again(tmp_path: Path) -> None:
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    write_docs(docs / "old", 100, paragraphs=1)
+    before = index_once(docs, state)
+    (docs / "old").rename(docs / "new")
+    embedder = HashingEmbedder()
+    store = index_once(docs, state, embedder=embedder, max_epoch_documents=10)
+    assert embedder.embedded == []
+    assert store.pipeline.parsed.node.stats()["computed"] == 0  # type: ignore[attr-defined]
+    assert index_contents(store) == from_scratch(docs)
+    assert len(index_contents(store)) == len(index_contents(before))
+
+
+def test_a_lower_size_cap_after_a_restart_applies_to_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # files written just now are re-read anyway (their fingerprint is "racy"): make them trusted
+    monkeypatch.setattr("connectors.folder._RACY_WINDOW_NS", 0)
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    write_docs(docs, 1)
+    (docs / "big.md").write_text("word " * 400)
+    index_once(docs, state)
+    store = DocumentStore(
+        FolderSource(docs, reconcile_interval=None, max_file_size=1000),
+        embedder=HashingEmbedder(),
+        state_dir=state,
+    )
+    store.run_static()
+    statuses = {d.doc_id: d for d in store.documents()}
+    assert statuses["big.md"].status == "ERROR" and "over the cap" in (statuses["big.md"].error or "")
+    assert "big.md" not in {c[0] for c in index_contents(store)}
+
+
+def test_a_store_that_released_its_state_directory_cannot_run_again(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 2)
+    store = open_store(tmp_path / "docs", tmp_path / "state")
+    store.run_static()
+    with pytest.raises(ConfigError, match="released its state directory"):
+        store.start()
+    open_store(tmp_path / "docs", tmp_path / "state").stop()  # the directory is free for a new store
 
 
 def test_documents_whose_vectors_are_missing_are_indexed_again(tmp_path: Path) -> None:
@@ -262,6 +304,58 @@ def test_uploaded_documents_are_restored_and_only_later_uploads_are_embedded(tmp
         d = again.put("d.md", b"A new upload after the restart.")
         assert eventually(lambda: d.doc_id in {c[0] for c in index_contents(store)})
         assert embedder.embedded == ["A new upload after the restart."]
+
+
+CRASH_AFTER_FIRST_CHECKPOINT = """
+import os, random, sys, time
+from connectors.upload import UploadSource
+from ragflow.store import DocumentStore
+from tests.fakes.hashing_embedder import HashingEmbedder
+from tests.test_store import paragraph
+
+uploads, state = sys.argv[1], sys.argv[2]
+source = UploadSource(directory=uploads)
+rng = random.Random(1)
+for i in range(30):
+    source.put(f"doc{i:02d}.md", paragraph(rng).encode())
+store = DocumentStore(source, embedder=HashingEmbedder(), state_dir=state, max_epoch_documents=10)
+
+def crash(report):
+    store._checkpointer.flush()  # this epoch's checkpoint is on disk, then the process dies
+    os._exit(0)
+
+store.on_update(crash)
+store.start()
+time.sleep(30)
+"""
+
+
+def test_a_crash_within_a_stream_sources_first_listing_leaves_no_ghost(tmp_path: Path) -> None:
+    uploads, state = tmp_path / "uploads", tmp_path / "state"
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_AFTER_FIRST_CHECKPOINT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(uploads), str(state)], cwd=REPO, env=env, timeout=60
+    )
+    assert done.returncode == 0
+    source = UploadSource(directory=uploads)
+    source.delete("doc00.md")  # deleted while the store is down
+    store = DocumentStore(source, embedder=HashingEmbedder(), state_dir=state, max_epoch_documents=10)
+    with store:
+        assert store.wait_until_fresh(30)
+        assert sorted({c[0] for c in index_contents(store)}) == source.ids(), "no ghost of doc00.md"
+
+
+def test_a_first_listing_is_cut_only_where_its_source_can_resume() -> None:
+    def change(doc_id: str, position: Any) -> DocumentChange:
+        return DocumentChange(doc_id, ChangeKind.UPSERT, b"x", {}, position)
+
+    per_document = [change(f"d{i}", {"v": i}) for i in range(25)]
+    assert [len(group) for group in _slices(per_document, 10)] == [10, 10, 5]
+    stream = [change(f"d{i}", None) for i in range(24)] + [change("d24", {"all": 25})]
+    assert [len(group) for group in _slices(stream, 10)] == [25]
+    assert _slices([], 10) == [] and [len(g) for g in _slices(per_document, None)] == [25]
 
 
 # -- refusing incompatible states ----------------------------------------------------------------------------

@@ -101,6 +101,7 @@ class Table:
         cache: UdfCache | None = None,
         namespace: str = "",
         concurrency: int = 1,
+        keep_dropped: bool = False,
     ) -> Table:
         """Rows replaced by ``merge(row, result)`` where results come from ``fn`` over batches of
         ``input(row)``; see ``BatchedUdfNode``."""
@@ -114,6 +115,7 @@ class Table:
             cache=cache,
             namespace=namespace,
             concurrency=concurrency,
+            keep_dropped=keep_dropped,
         )
         return self._derive(node)
 

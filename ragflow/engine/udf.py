@@ -32,7 +32,9 @@ class BatchedUdfNode(Node):
     With ``concurrency > 1`` batches run in parallel threads (or concurrently, for async functions) so
     slow I/O overlaps. ``namespace`` separates cache entries of different functions (use the model id).
     ``input_key(row)`` names the input for the cache when the input itself is large or is only present
-    on insertion (e.g. a content digest); by default the input is its own name.
+    on insertion (e.g. a content digest); by default the input is its own name. With ``keep_dropped``,
+    a result whose last row goes away is put in the cache then (not only when computed): with a
+    ``MemoryCache`` this keeps recently dropped results, e.g. across a rename split over two epochs.
     """
 
     kind = "map_batched"
@@ -49,6 +51,7 @@ class BatchedUdfNode(Node):
         cache: UdfCache | None = None,
         namespace: str = "",
         concurrency: int = 1,
+        keep_dropped: bool = False,
     ) -> None:
         super().__init__([source])
         if batch_size < 1:
@@ -61,6 +64,7 @@ class BatchedUdfNode(Node):
         self.cache = cache
         self.namespace = namespace or getattr(fn, "__qualname__", "udf")
         self.concurrency = max(1, concurrency)
+        self.keep_dropped = keep_dropped and cache is not None
         # content key -> [result, number of rows present with that input]
         self.live: dict[bytes, list[Any]] = {}
         # content key -> [error message, number of rows present] for inputs the function rejected
@@ -110,6 +114,9 @@ class BatchedUdfNode(Node):
                 report(ctx.errors, self.name, change, f"merge failed: {type(exc).__name__}: {exc}")
         if entry[1] <= 0:
             del table[key]
+            if self.keep_dropped and table is self.live:
+                assert self.cache is not None
+                self.cache.put_many({key: entry[0]})
 
     def _compute(self, needed: dict[bytes, Any]) -> None:
         if not needed:

@@ -285,3 +285,18 @@ def test_input_key_names_the_input_so_a_retraction_without_the_payload_finds_its
     engine.advance({docs: [("d1", ("digest-1", None), -1)]})
     assert out.multiset() == {}
     assert len(calls) == 1
+
+
+def test_keep_dropped_puts_restored_results_in_the_cache_when_their_rows_go() -> None:
+    udf = CountingUdf()
+    engine = Engine()
+    rows = engine.input()
+    cache = MemoryCache()
+    upper = rows.map_batched(udf, cache=cache, keep_dropped=True)
+    node = upper.node
+    key = content_key(node.namespace, "text")  # type: ignore[attr-defined]
+    node.live[key] = ["TEXT", 1]  # type: ignore[attr-defined]  # as a restore leaves it, not in the cache
+    engine.advance({rows: [("a", "text", -1)]})
+    assert cache.get_many([key]) == {key: "TEXT"}
+    engine.advance({rows: [("b", "text", 1)]})
+    assert udf.inputs == [] and _udf_stats(upper) == {"computed": 0, "cache_hits": 1}
