@@ -737,7 +737,7 @@ class TolerantCache:
             if now - self._failed_at > 60:
                 log.error(
                     "cannot save %d embeddings in %s: %s; they are kept in memory (at most %d) and saved "
-                    "once there is space",
+                    "with a later write",
                     len(self._unsaved),
                     self.where,
                     _failure_reason(exc, self.where.parent),

@@ -211,6 +211,36 @@ def test_an_unreadable_embedding_cache_is_set_aside_and_rebuilt(tmp_path: Path, 
     assert again.embedded == [], "the new cache is used from then on"
 
 
+def test_a_damaged_page_in_the_cache_is_salvaged_once_not_paid_for_at_every_start(
+    tmp_path: Path, caplog: Any
+) -> None:
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    write_docs(docs, 150)
+    first = HashingEmbedder()
+    index_once(docs, state, embedder=first)
+    path = state / "embeddings.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    pages = path.stat().st_size // 4096
+    with path.open("r+b") as f:  # one page in the middle of the file overwritten with garbage
+        f.seek(pages // 2 * 4096)
+        f.write(random.Random(3).randbytes(4096))
+    again = HashingEmbedder()
+    with caplog.at_level(logging.ERROR, "ragflow.engine.cache"):
+        store = index_once(docs, state, embedder=again)
+    assert index_contents(store) == from_scratch(docs)
+    assert "is damaged" in caplog.text and "kept the" in caplog.text
+    assert (
+        len([p for p in state.glob("embeddings.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-shm"))])
+        == 1
+    )
+    assert 0 < len(again.embedded) < len(first.embedded), "what could be read was salvaged"
+    third = HashingEmbedder()
+    index_once(docs, state, embedder=third)
+    assert third.embedded == [], "the salvaged cache holds everything from then on"
+
+
 def test_documents_of_a_source_no_longer_configured_are_not_restored(tmp_path: Path) -> None:
     state = tmp_path / "state"
     write_docs(tmp_path / "a", 3, seed=1)

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -94,10 +94,12 @@ class MemoryCache:
 class DiskCache:
     """Results pickled into one SQLite table (WAL mode) at ``path``; safe to share between threads.
 
-    Every value is stored behind a checksum of its key and bytes, so a damaged entry (a flipped bit, a
-    truncated page) is never returned: it reads as a miss (the result is computed again) and is deleted. A
-    file that is not a readable SQLite database at all is moved aside to ``<path>.corrupt-<time>`` and a new
-    one is started, with an error in the log: a cache costs recomputation when lost, never correctness.
+    Every value is stored behind a checksum of its key and bytes, so a damaged entry (a flipped bit) is
+    never returned: it reads as a miss (the result is computed again) and is deleted. When SQLite finds the
+    file itself damaged while reading or writing, the entries that can still be read are copied into a new
+    file and the damaged one is moved aside to ``<path>.corrupt-<time>``; a file that is not a readable
+    SQLite database at all is moved aside and a new one started. Each is logged as an error: a cache costs
+    recomputation when lost, never correctness.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -122,30 +124,14 @@ class DiskCache:
 
     def get_many(self, keys: Iterable[bytes]) -> dict[bytes, Any]:
         wanted = list(keys)
-        found: dict[bytes, Any] = {}
-        damaged: list[bytes] = []
         with self._lock:
             try:
-                for start in range(0, len(wanted), 500):  # SQLite caps bound parameters per statement
-                    part = wanted[start : start + 500]
-                    marks = ",".join("?" * len(part))
-                    rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part)
-                    for raw_key, value in rows:
-                        key = bytes(raw_key)
-                        result = _unseal(key, bytes(value))
-                        if result is _DAMAGED:
-                            damaged.append(key)
-                        else:
-                            found[key] = result
+                return self._read(wanted)
             except sqlite3.DatabaseError as exc:
-                # a damaged page: what could not be read counts as missing (and is computed again)
-                self._warn(f"reading it failed ({exc})")
-                return found
-            if damaged:
-                self._warn(f"{len(damaged)} entries failed their checksum and were dropped")
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.executemany("DELETE FROM results WHERE key = ?", [(key,) for key in damaged])
-        return found
+                if not is_sqlite_damage(exc):
+                    raise
+                self._salvage(exc)
+                return self._read(wanted)
 
     def put_many(self, items: Mapping[bytes, Any]) -> None:
         rows = []
@@ -155,15 +141,77 @@ class DiskCache:
             except Exception:  # a result pickle cannot store is used, just not remembered across runs
                 continue
         with self._lock:
-            self._db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                # a failed COMMIT (full disk) leaves the transaction open: every later write would fail
-                if self._db.in_transaction:
+                self._write(rows)
+            except sqlite3.DatabaseError as exc:
+                if not is_sqlite_damage(exc):
+                    raise
+                self._salvage(exc)
+                self._write(rows)
+
+    def _read(self, wanted: list[bytes]) -> dict[bytes, Any]:
+        found: dict[bytes, Any] = {}
+        damaged: list[bytes] = []
+        for start in range(0, len(wanted), 500):  # SQLite caps bound parameters per statement
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part)
+            for raw_key, value in rows:
+                key = bytes(raw_key)
+                result = _unseal(key, bytes(value))
+                if result is _DAMAGED:
+                    damaged.append(key)
+                else:
+                    found[key] = result
+        if damaged:
+            self._warn(f"{len(damaged)} entries failed their checksum and were dropped")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.executemany("DELETE FROM results WHERE key = ?", [(key,) for key in damaged])
+        return found
+
+    def _write(self, rows: list[tuple[bytes, bytes]]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            # a failed COMMIT (full disk) leaves the transaction open: every later write would fail
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                raise
+            raise
+
+    def _salvage(self, exc: BaseException) -> None:
+        """(lock held) The file is damaged: copy every entry that can still be read into a new file, set
+        the damaged one aside and go on with the new one."""
+        salvage = self.path.with_name(self.path.name + ".salvage")
+        for suffix in ("", "-wal", "-shm"):
+            salvage.with_name(salvage.name + suffix).unlink(missing_ok=True)
+        copied = 0
+        new = _open_cache_db(salvage)
+        try:
+            for rows in _readable_rows(self._db):
+                new.execute("BEGIN")
+                new.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+                new.execute("COMMIT")
+                copied += len(rows)
+            new.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            new.close()
+        self._db.close()
+        aside = move_aside(self.path)
+        for suffix in ("-wal", "-shm"):
+            salvage.with_name(salvage.name + suffix).unlink(missing_ok=True)
+        os.replace(salvage, self.path)
+        self._db = _open_cache_db(self.path)
+        log.error(
+            "the cache %s is damaged (%s): moved it to %s and kept the %d entries that could still be read; "
+            "the others are computed again when needed",
+            self.path,
+            exc,
+            aside,
+            copied,
+        )
 
     def _warn(self, what: str) -> None:
         if not self._warned:
@@ -190,6 +238,29 @@ def _open_cache_db(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _readable_rows(db: sqlite3.Connection, step: int = 256) -> Iterator[list[tuple[bytes, bytes]]]:
+    """The rows of a damaged cache that can still be read, by ranges of rowids (a range on a damaged page
+    is skipped)."""
+    try:
+        (top,) = db.execute("SELECT max(rowid) FROM results").fetchone()
+    except sqlite3.DatabaseError:
+        top = None
+    if top is None:
+        return
+    for low in range(0, int(top) + 1, step):
+        try:
+            rows = db.execute(
+                "SELECT key, value FROM results WHERE rowid >= ? AND rowid < ?", (low, low + step)
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            rows = []
+            for rowid in range(low, low + step):  # the range touches a damaged page: row by row
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    rows += db.execute("SELECT key, value FROM results WHERE rowid = ?", (rowid,)).fetchall()
+        if rows:
+            yield rows
 
 
 def _seal(key: bytes, payload: bytes) -> bytes:
