@@ -131,6 +131,8 @@ class DocumentFeed:
         self.name = source.name
         self.position = position
         self.snapshot_slice = snapshot_slice
+        self.resubmit: list[DocRow] = []
+        """Saved rows to push once more before the source runs (see ``Pipeline.restore``)."""
         self.snapshot_done = threading.Event()
         self.current: dict[str, DocRow] = {}
         self.seen_ns: dict[str, int] = {}
@@ -146,6 +148,12 @@ class DocumentFeed:
             if snapshot_done:
                 self.snapshot_done.set()
 
+        rows, self.resubmit = self.resubmit, []
+        if rows:
+            with self._lock:
+                for row in rows:
+                    self.current[row.doc_id] = row
+            push([(row.doc_id, row, 1) for row in rows], None)
         try:
             self.source.run(emit, stop, mode, self.position)
         finally:
@@ -299,13 +307,19 @@ class Pipeline:
         feeds: Sequence[DocumentFeed],
         docs: Iterable[ParsedDoc],
         vectors: Mapping[str, npt.NDArray[np.float32]],
+        resubmitted: Iterable[ParsedDoc] = (),
     ) -> list[VectorRecord]:
         """Put the graph where processing ``docs`` (saved by a checkpoint) would have left it: each doc's
         row in its feed (``row.source``), its parse result and its chunks' vectors (from ``vectors``, which
         must hold every chunk text) remembered by the UDF operators, so that a later retraction emits
-        exactly what that processing emitted. Returns the index records of their chunks. Call it before
-        the engine starts. The distinct chunk texts count as the embed operator's cache hits (their
-        vectors were read from the cache)."""
+        exactly what that processing emitted. Returns the index records of their chunks.
+
+        ``resubmitted`` documents (saved, but some of their vectors are missing) go through the pipeline
+        once more when the engine starts, pushed by their feed before its source runs: their saved parse
+        result is used (the source need not send them again) and only their missing vectors are computed
+        (a chunk that fails again is reported as such). Call it before the engine starts. The distinct
+        chunk texts of ``docs`` count as the embed operator's cache hits (their vectors were read from the
+        cache)."""
         feeds_by_name = {feed.name: feed for feed in feeds}
         parse, embed = _udf_node(self.parsed), _udf_node(self.embedded)
         assert parse.input_key is not None  # build_pipeline names parse inputs by content digest
@@ -319,6 +333,10 @@ class Pipeline:
                 _remember(embed, chunk.text, vector)
                 records.append(_vector_record(key, chunk, vector))
         embed.cache_hits += len(embed.live) - known
+        for doc in resubmitted:
+            # a result held for a row about to arrive (count 0): the parser is not called, it has no bytes
+            parse.live.setdefault(content_key(parse.namespace, parse.input_key(doc.row)), [doc.outcome, 0])
+            feeds_by_name[doc.row.source].resubmit.append(doc.row)
         return records
 
 

@@ -29,7 +29,7 @@ from .persistence import (
     open_state,
     position_scope,
 )
-from .pipeline import DocumentFeed, IndexSink, ParsedDoc, build_pipeline
+from .pipeline import DocumentFeed, IndexSink, ParsedDoc, build_pipeline, chunk_id
 from .plugins import load_indexer
 
 __all__ = ["DocumentError", "DocumentStatus", "DocumentStore", "Progress"]
@@ -329,8 +329,34 @@ class DocumentStore:
     def errors(self) -> list[DocumentError]:
         """Documents that could not be parsed, and chunks that could not be embedded."""
         found = [DocumentError(s.doc_id, "parse", s.error) for s in self.documents() if s.error is not None]
-        found.extend(_engine_error(e) for e in self.engine.current_errors())
+        engine_errors = self.engine.current_errors()
+        owners = self._chunk_owners({e.key for e in engine_errors if isinstance(e.key, int)})
+        for error in engine_errors:
+            owner = owners.get(error.key) if isinstance(error.key, int) else None
+            if owner is None:
+                found.append(_engine_error(error))
+            else:  # a chunk's error is its document's, named by the chunk's place in it
+                doc_id, place = owner
+                found.append(DocumentError(doc_id, error.operator, f"{place}: {error.message}"))
         return found
+
+    def _chunk_owners(self, chunk_ids: set[int]) -> dict[int, tuple[str, str]]:
+        """The document and place (``chunk N``, with its page) of each of ``chunk_ids`` (a chunk's key is a
+        digest of those, so the documents' chunks are searched; only done for chunks that have errors)."""
+        owners: dict[int, tuple[str, str]] = {}
+        if not chunk_ids:
+            return owners
+        with self._lock:
+            docs = list(self._docs.items())
+        for doc_id, parsed in docs:
+            for piece in parsed.outcome.chunks:
+                key = chunk_id(doc_id, piece.page_number, piece.ordinal)
+                if key in chunk_ids:
+                    page = f" (page {piece.page_number})" if piece.page_number is not None else ""
+                    owners[key] = (doc_id, f"chunk {piece.ordinal}{page}")
+            if len(owners) == len(chunk_ids):
+                break
+        return owners
 
     def progress(self) -> Progress:
         """How far the initial indexing has got (documents and chunks)."""
@@ -409,28 +435,27 @@ class DocumentStore:
 
     def _restore(self, saved: SavedState) -> None:
         """Load a checkpoint into the feeds, the pipeline's memos, the index and the document table, and
-        give each source the position to resume from. Documents whose vectors are not all in the cache
-        (lost writes) are left out, and forgotten by the next checkpoint, so their source sends them again."""
+        give each source the position to resume from. A document some of whose vectors are not in the
+        cache (a lost write, a damaged cache, or a chunk the embedder refused) goes through the pipeline
+        again from its saved parse when the store starts: only the missing vectors are computed."""
         started = time.perf_counter()
         scopes = {feed.name: position_scope(feed.source) for feed in self.feeds}
-        known = [s for s in saved.documents if s.doc.row.source in scopes]
-        vectors = self.pipeline.cached_vectors({p.text for s in known for p in s.doc.outcome.chunks})
-        incomplete = {
-            s.doc.row.source for s in known if any(p.text not in vectors for p in s.doc.outcome.chunks)
-        }
-        # a stream position cannot leave out one document, nor be read under another scope: such a source
-        # starts again from the beginning, without its saved documents
-        replayed = {name for name in incomplete if scopes[name] == "stream"} | {
+        # a position saved under another scope cannot be read: that source starts again from the beginning
+        replayed = {
             name for name, state in saved.sources.items() if name in scopes and state.scope != scopes[name]
         }
-        kept = [
-            s
-            for s in known
-            if s.doc.row.source not in replayed and all(p.text in vectors for p in s.doc.outcome.chunks)
+        known = [
+            s for s in saved.documents if s.doc.row.source in scopes and s.doc.row.source not in replayed
         ]
-        kept_ids = {s.doc.row.doc_id for s in kept}
+        vectors = self.pipeline.cached_vectors({p.text for s in known for p in s.doc.outcome.chunks})
+        kept: list[SavedDocument] = []
+        resubmitted: list[SavedDocument] = []
+        for s in known:
+            complete = all(p.text in vectors for p in s.doc.outcome.chunks)
+            (kept if complete else resubmitted).append(s)
+        known_ids = {s.doc.row.doc_id for s in known}
         forget = CheckpointBatch(
-            documents={s.doc.row.doc_id: None for s in saved.documents if s.doc.row.doc_id not in kept_ids},
+            documents={s.doc.row.doc_id: None for s in saved.documents if s.doc.row.doc_id not in known_ids},
             sources={name: None for name in saved.sources if name not in scopes},
         )
         forget.sources.update(
@@ -440,13 +465,21 @@ class DocumentStore:
         )
         if forget.documents:
             log.warning(
-                "%d saved documents are not restored (their source is gone, or their vectors are missing "
-                "from the embedding cache); their sources send them again",
+                "%d saved documents are not restored: their source is no longer configured, or its "
+                "position changed meaning (it sends its documents again)",
                 len(forget.documents),
+            )
+        if resubmitted:
+            log.warning(
+                "%d saved documents miss vectors in the embedding cache; they are indexed again from their "
+                "saved parse when the store starts (only the missing vectors are computed)",
+                len(resubmitted),
             )
         assert self._checkpointer is not None
         self._checkpointer.add(forget)
-        records = self.pipeline.restore(self.feeds, [s.doc for s in kept], vectors)
+        records = self.pipeline.restore(
+            self.feeds, [s.doc for s in kept], vectors, [s.doc for s in resubmitted]
+        )
         for start in range(0, len(records), _RESTORE_BATCH):
             self.index.apply(records[start : start + _RESTORE_BATCH], [])
         with self._lock:
@@ -457,7 +490,7 @@ class DocumentStore:
             self._last_indexed = max(self._indexed_at.values(), default=None)
             self._restored = (len(kept), len(records))
         for feed in self.feeds:
-            feed.position = _resume_position(feed.name, scopes[feed.name], kept, saved, replayed)
+            feed.position = _resume_position(feed.name, scopes[feed.name], known, saved, replayed)
         if saved.last_checkpoint is not None:
             log.info(
                 "restored %d documents (%d chunks) from %s in %.2f s",

@@ -164,9 +164,13 @@ def test_documents_whose_vectors_are_missing_are_indexed_again(tmp_path: Path) -
     with sqlite3.connect(state / "embeddings.sqlite") as db:  # lose some vectors, as a power cut could
         db.execute("DELETE FROM results WHERE rowid % 3 = 0")
     db.close()
+    with sqlite3.connect(state / "embeddings.sqlite") as db:
+        (left,) = db.execute("SELECT COUNT(*) FROM results").fetchone()
+    db.close()
     embedder = HashingEmbedder()
     store = index_once(docs, state, embedder=embedder)
-    assert embedder.embedded, "the lost vectors are computed again"
+    assert len(embedder.embedded) == len({c[-1] for c in index_contents(store)}) - left, "only the lost ones"
+    assert store.pipeline.parsed.node.stats()["computed"] == 0, "from the saved parse"  # type: ignore[attr-defined]
     assert index_contents(store) == from_scratch(docs)
 
 
@@ -386,6 +390,32 @@ def test_a_first_listing_is_cut_only_where_its_source_can_resume() -> None:
     stream = [change(f"d{i}", None) for i in range(24)] + [change("d24", {"all": 25})]
     assert [len(group) for group in _slices(stream, 10)] == [25]
     assert _slices([], 10) == [] and [len(g) for g in _slices(per_document, None)] == [25]
+
+
+class PickyEmbedder(HashingEmbedder):
+    """Refuses every batch holding a text with ``POISON`` in it."""
+
+    def embed(self, texts: Any) -> Any:
+        if any("POISON" in text for text in texts):
+            raise ValueError("the embedder rejected this input")
+        return super().embed(texts)
+
+
+def test_a_chunk_the_embedder_refuses_does_not_make_a_stream_source_start_over(tmp_path: Path) -> None:
+    rng = random.Random(6)
+    log = [(f"d{i}", paragraph(rng)) for i in range(10)] + [("bad", "POISON that the embedder refuses")]
+    state = tmp_path / "state"
+    DocumentStore(LogSource(log), embedder=PickyEmbedder(), state_dir=state).run_static()
+    for _ in range(2):  # every restart, not only the first
+        source, embedder = LogSource(log), PickyEmbedder()
+        store = DocumentStore(source, embedder=embedder, state_dir=state)
+        store.run_static()
+        assert source.started_from == len(log), "resumed from its position, not from the beginning"
+        assert store.pipeline.parsed.node.stats()["computed"] == 0  # type: ignore[attr-defined]
+        assert embedder.embedded == [], "only the refused chunk is tried again, and it fails again"
+        (error,) = store.errors()
+        assert error.doc_id == "bad" and "rejected this input" in error.message
+        assert {c[0] for c in index_contents(store)} == {f"d{i}" for i in range(10)}
 
 
 # -- refusing incompatible states ----------------------------------------------------------------------------
