@@ -703,8 +703,8 @@ class TolerantCache:
     """A ``UdfCache`` whose failed writes (a full disk) are logged, not raised, so indexing goes on: the
     results it could not save (at most ``max_unsaved``) are kept and saved with the next write or
     ``save_unsaved`` (the checkpointer calls it before each checkpoint). A result that is never saved only
-    costs a recomputation: a restore re-checks that every vector it needs is in the cache and lets the
-    source send again the documents whose vectors are not."""
+    costs a recomputation: a restore re-checks that every vector it needs is in the cache and computes
+    the missing ones again (``DocumentStore._restore``)."""
 
     def __init__(self, inner: UdfCache, where: Path, max_unsaved: int = 50_000) -> None:
         self.inner = inner
