@@ -819,3 +819,53 @@ def test_kill_at_any_moment_then_restart_converges_to_a_from_scratch_build(tmp_p
         f"missing: {[c for c in expected if c not in contents][:5]}\n"
         f"ghosts: {[c for c in contents if c not in expected][:5]}"
     )
+
+
+def from_scratch_with_uploads(root: Path, uploads: Path) -> list[tuple[Any, ...]]:
+    store = DocumentStore(
+        [FolderSource(root, reconcile_interval=None), UploadSource(directory=uploads)],
+        embedder=HashingEmbedder(),
+    )
+    store.run_static()
+    return index_contents(store)
+
+
+@pytest.mark.parametrize("seed", range(20 if LONG_MODE else 2))
+def test_kill_among_uploads_then_restart_converges(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    root, state, uploads = tmp_path / "docs", tmp_path / "state", tmp_path / "uploads"
+    root.mkdir()
+    for _ in range(4):
+        random_step(root, rng)
+    for round_ in range(rng.randint(2, 4)):
+        options = ["--interval", rng.choice(["0.002", "0.05"]), "--uploads", str(uploads)]
+        options += ["--max-epoch-documents", "3"]  # first listings in several slices
+        child = Child(root, state, *options, "--upload-seed", str(seed * 10 + round_))
+        try:
+            if rng.random() < 0.4:  # while restoring or taking in its first listing
+                time.sleep(rng.uniform(0.2, 1.2))
+            else:
+                assert child.wait_for("ready") is not None, child.problem()
+                time.sleep(rng.uniform(0.05, 0.8))
+        finally:
+            child.kill()
+        random_step(root, rng)  # changes while it is down: the folder, and the uploads directory by hand
+        offline = UploadSource(directory=uploads)
+        for _ in range(rng.randint(0, 4)):
+            name = f"u{rng.randrange(8)}.md"
+            if rng.random() < 0.5:
+                offline.delete(name)
+            else:
+                offline.put(name, paragraph(rng).encode())
+    child = Child(root, state, "--uploads", str(uploads), "--dump")
+    line = child.wait_for("{", timeout=120)
+    assert line is not None, child.problem()
+    child.process.wait(30)
+    contents = json.loads(line)["contents"]
+    expected = [list(chunk) for chunk in from_scratch_with_uploads(root, uploads)]
+    assert any(c[0].startswith("upload://") for c in expected), "the child uploaded something"
+    assert len({json.dumps(c) for c in contents}) == len(contents), "duplicate chunks"
+    assert contents == expected, (
+        f"missing: {[c for c in expected if c not in contents][:5]}\n"
+        f"ghosts: {[c for c in contents if c not in expected][:5]}"
+    )
