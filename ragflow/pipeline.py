@@ -133,6 +133,8 @@ class DocumentFeed:
         self.snapshot_slice = snapshot_slice
         self.resubmit: list[DocRow] = []
         """Saved rows to push once more before the source runs (see ``Pipeline.restore``)."""
+        self._unsettled: set[str] = set()  # resubmitted documents the source has not sent a change for
+        self._settled: set[str] = set()  # ... and those it has, since the last ``take_settled``
         self.snapshot_done = threading.Event()
         self.current: dict[str, DocRow] = {}
         self.seen_ns: dict[str, int] = {}
@@ -149,11 +151,13 @@ class DocumentFeed:
                 self.snapshot_done.set()
 
         rows, self.resubmit = self.resubmit, []
-        if rows:
-            with self._lock:
-                for row in rows:
-                    self.current[row.doc_id] = row
-            push([(row.doc_id, row, 1) for row in rows], None)
+        with self._lock:
+            for row in rows:
+                self.current[row.doc_id] = row
+                self._unsettled.add(row.doc_id)
+        step = self.snapshot_slice or max(1, len(rows))
+        for start in range(0, len(rows), step):  # in slices too: searchable (and saved) bit by bit
+            push([(row.doc_id, row, 1) for row in rows[start : start + step]], None)
         try:
             self.source.run(emit, stop, mode, self.position)
         finally:
@@ -163,6 +167,9 @@ class DocumentFeed:
         deltas: list[tuple[Any, Any, int]] = []
         with self._lock:
             for change in changes:
+                if change.doc_id in self._unsettled:
+                    self._unsettled.discard(change.doc_id)
+                    self._settled.add(change.doc_id)
                 old = self.current.pop(change.doc_id, None)
                 if old is not None:
                     deltas.append((change.doc_id, old, -1))
@@ -174,6 +181,14 @@ class DocumentFeed:
                 else:
                     self.seen_ns.pop(change.doc_id, None)
         return deltas
+
+    def take_settled(self) -> set[str]:
+        """The resubmitted documents the source sent a change for since the last call. The change may
+        cancel the resubmission before anything downstream sees either (a document deleted while the store
+        was stopped), so their state must be saved again from what the pipeline holds."""
+        with self._lock:
+            settled, self._settled = self._settled, set()
+        return settled
 
     def restore(self, row: DocRow) -> None:
         """Take ``row`` (from a checkpoint) as the document's current row, as if the source had sent it."""
@@ -187,13 +202,16 @@ class DocumentFeed:
 def _slices(changes: Sequence[DocumentChange], size: int | None) -> list[Sequence[DocumentChange]]:
     """``changes`` cut into groups of at least ``size`` (all of them when ``None``), each ending with a
     change that carries a position: a slice must leave its source at a position a restart can resume
-    from. A source that puts a position only on its last change (a stream source's snapshot) is not cut."""
+    from. A source that puts a position only on its last change (a stream source's snapshot) is not cut;
+    one that puts none anywhere is cut every ``size`` changes."""
     if size is None or len(changes) <= size:
         return [changes] if changes else []
+    # a source that attaches no position at all cannot resume anyway: it may be cut anywhere
+    anywhere = all(change.position is None for change in changes)
     groups: list[Sequence[DocumentChange]] = []
     start = 0
     for end, change in enumerate(changes, 1):
-        if end - start >= size and change.position is not None:
+        if end - start >= size and (anywhere or change.position is not None):
             groups.append(changes[start:end])
             start = end
     if start < len(changes):

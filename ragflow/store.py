@@ -165,6 +165,7 @@ class DocumentStore:
         self._chunks_embedded = 0
         self._chunks_seen = 0
         self._restored = (0, 0)  # documents and chunks loaded from the state directory
+        self._owners_memo: tuple[tuple[frozenset[int], int], dict[int, tuple[str, str]]] | None = None
         self._started_at: float | None = None
         self._last_indexed: float | None = None
         self._changed: set[str] = set()  # documents changed in the epoch being processed, for checkpoints
@@ -346,6 +347,9 @@ class DocumentStore:
         owners: dict[int, tuple[str, str]] = {}
         if not chunk_ids:
             return owners
+        memo_key = (frozenset(chunk_ids), self.engine.epoch)
+        if self._owners_memo is not None and self._owners_memo[0] == memo_key:
+            return self._owners_memo[1]  # /metrics and /v1/errors ask often; documents change per epoch
         with self._lock:
             docs = list(self._docs.items())
         for doc_id, parsed in docs:
@@ -356,6 +360,7 @@ class DocumentStore:
                     owners[key] = (doc_id, f"chunk {piece.ordinal}{page}")
             if len(owners) == len(chunk_ids):
                 break
+        self._owners_memo = (memo_key, owners)
         return owners
 
     def progress(self) -> Progress:
@@ -412,6 +417,8 @@ class DocumentStore:
             if report.output_changes:
                 self._last_indexed = now
             changed, self._changed = self._changed, set()
+            for feed in self.feeds:
+                changed |= feed.take_settled()
             documents = {doc_id: self._saved(doc_id) for doc_id in changed} if self._checkpointer else {}
         if self._checkpointer is not None:
             # the epoch is complete here (index applied, vectors in the cache): a consistent cut

@@ -418,6 +418,22 @@ def test_a_chunk_the_embedder_refuses_does_not_make_a_stream_source_start_over(t
         assert {c[0] for c in index_contents(store)} == {f"d{i}" for i in range(10)}
 
 
+def test_a_resubmitted_document_deleted_while_stopped_stays_deleted(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    log = [(f"d{i}", paragraph(rng)) for i in range(5)]
+    state = tmp_path / "state"
+    DocumentStore(LogSource(log), embedder=HashingEmbedder(), state_dir=state).run_static()
+    with sqlite3.connect(state / "embeddings.sqlite") as db:  # every vector lost: all are resubmitted
+        db.execute("DELETE FROM results")
+    db.close()
+    log.append(("d2", None))  # deleted while the store was stopped
+    for _ in range(2):  # the restart that sees the delete, and the one after it
+        store = DocumentStore(LogSource(log), embedder=HashingEmbedder(), state_dir=state)
+        store.run_static()
+        assert {c[0] for c in index_contents(store)} == {"d0", "d1", "d3", "d4"}
+        assert describe_state(state)["documents"] == 4
+
+
 # -- refusing incompatible states ----------------------------------------------------------------------------
 
 

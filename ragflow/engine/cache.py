@@ -183,34 +183,32 @@ class DiskCache:
 
     def _salvage(self, exc: BaseException) -> None:
         """(lock held) The file is damaged: copy every entry that can still be read into a new file, set
-        the damaged one aside and go on with the new one."""
+        the damaged one aside and go on with the new one. If the copy cannot be made (no space for it),
+        the damaged file is set aside all the same and an empty cache starts: a lost cache only costs
+        recomputation, and a damaged one must not be tried again at every lookup."""
         salvage = self.path.with_name(self.path.name + ".salvage")
-        for suffix in ("", "-wal", "-shm"):
-            salvage.with_name(salvage.name + suffix).unlink(missing_ok=True)
-        copied = 0
-        new = _open_cache_db(salvage)
+        _remove_with_companions(salvage)
+        copied: int | None = 0
         try:
-            for rows in _readable_rows(self._db):
-                new.execute("BEGIN")
-                new.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
-                new.execute("COMMIT")
-                copied += len(rows)
-            new.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            new.close()
+            copied = _copy_readable(self._db, salvage)
+        except (sqlite3.Error, OSError) as copy_error:
+            _remove_with_companions(salvage)
+            log.error("cannot salvage the damaged cache %s: %s", self.path, copy_error)
+            copied = None
         self._db.close()
         aside = move_aside(self.path)
-        for suffix in ("-wal", "-shm"):
-            salvage.with_name(salvage.name + suffix).unlink(missing_ok=True)
-        os.replace(salvage, self.path)
+        if copied is not None:
+            os.replace(salvage, self.path)
         self._db = _open_cache_db(self.path)
+        kept = (
+            f"kept the {copied} entries that could still be read" if copied is not None else "started empty"
+        )
         log.error(
-            "the cache %s is damaged (%s): moved it to %s and kept the %d entries that could still be read; "
-            "the others are computed again when needed",
+            "the cache %s is damaged (%s): moved it to %s and %s; the others are computed again when needed",
             self.path,
             exc,
             aside,
-            copied,
+            kept,
         )
 
     def _warn(self, what: str) -> None:
@@ -240,16 +238,41 @@ def _open_cache_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _copy_readable(db: sqlite3.Connection, path: Path) -> int:
+    """Copy the readable rows of the damaged cache ``db`` into a new cache at ``path``; how many."""
+    copied = 0
+    new = _open_cache_db(path)
+    try:
+        for rows in _readable_rows(db):
+            new.execute("BEGIN")
+            new.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+            new.execute("COMMIT")
+            copied += len(rows)
+        new.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        new.close()
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    return copied
+
+
+def _remove_with_companions(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
 def _readable_rows(db: sqlite3.Connection, step: int = 256) -> Iterator[list[tuple[bytes, bytes]]]:
-    """The rows of a damaged cache that can still be read, by ranges of rowids (a range on a damaged page
-    is skipped)."""
+    """The rows of a damaged cache that can still be read, by ranges of rowids: a range on a damaged page
+    is read row by row. Without a readable largest rowid (the damage is at the end of the table), ranges
+    are read until 16 in a row yield nothing."""
     try:
         (top,) = db.execute("SELECT max(rowid) FROM results").fetchone()
     except sqlite3.DatabaseError:
-        top = None
+        top = -1
     if top is None:
         return
-    for low in range(0, int(top) + 1, step):
+    low, empty = 0, 0
+    while (low <= top) if top >= 0 else (empty < 16):
         try:
             rows = db.execute(
                 "SELECT key, value FROM results WHERE rowid >= ? AND rowid < ?", (low, low + step)
@@ -259,8 +282,10 @@ def _readable_rows(db: sqlite3.Connection, step: int = 256) -> Iterator[list[tup
             for rowid in range(low, low + step):  # the range touches a damaged page: row by row
                 with contextlib.suppress(sqlite3.DatabaseError):
                     rows += db.execute("SELECT key, value FROM results WHERE rowid = ?", (rowid,)).fetchall()
+        empty = 0 if rows else empty + 1
         if rows:
             yield rows
+        low += step
 
 
 def _seal(key: bytes, payload: bytes) -> bytes:
@@ -268,10 +293,17 @@ def _seal(key: bytes, payload: bytes) -> bytes:
 
 
 def _unseal(key: bytes, value: bytes) -> Any:
-    """The result stored in ``value``, or ``_DAMAGED`` when it fails its checksum or cannot be read."""
+    """The result stored in ``value``, or ``_DAMAGED`` when it fails its checksum or cannot be read. A
+    value written before checksums existed (a bare pickle) is read as it is: it cannot be verified, but
+    an upgrade must not throw away a whole cache of embeddings."""
     head = len(_MAGIC) + 16
+    if value[: len(_MAGIC)] != _MAGIC:
+        try:
+            return pickle.loads(value) if value[:1] == b"\x80" else _DAMAGED  # pickle protocol 2+ header
+        except Exception:
+            return _DAMAGED
     payload = value[head:]
-    if value[: len(_MAGIC)] != _MAGIC or value[len(_MAGIC) : head] != _value_checksum(key, payload):
+    if value[len(_MAGIC) : head] != _value_checksum(key, payload):
         return _DAMAGED
     try:
         return pickle.loads(payload)
