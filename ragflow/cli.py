@@ -747,6 +747,12 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bytes_text(n: int | None) -> str:
+    from ragflow.persistence import human_size
+
+    return human_size(n) if n is not None else "unknown"
+
+
 def _state_status(state_dir: Path, *, check: bool, as_json: bool) -> int:
     from ragflow.persistence import describe_state
 
@@ -759,7 +765,7 @@ def _state_status(state_dir: Path, *, check: bool, as_json: bool) -> int:
         print(f"state dir      {state_dir}  (no saved state)")
         cache = state["cache"]
         if cache["entries"]:
-            print(f"cache          {cache['entries']:,} embeddings, {_bytes(cache['bytes'])}")
+            print(f"cache          {cache['entries']:,} embeddings, {_bytes_text(cache['bytes'])}")
     else:
         _print_state(state)
     if not state["exists"]:
@@ -788,10 +794,10 @@ def _print_state(state: dict[str, Any]) -> None:
         print("last checkpoint  none")
     else:
         print(f"last checkpoint  {_when(last['time'])}, epoch {last['epoch']} ({state['checkpoints']} kept)")
-    print(f"state size       {_bytes(state['state_bytes'])}")
+    print(f"state size       {_bytes_text(state['state_bytes'])}")
     cache = state["cache"]
     entries = f"{cache['entries']:,}" if cache["entries"] is not None else "unreadable"
-    print(f"embedding cache  {entries} embeddings, {_bytes(cache['bytes'])}")
+    print(f"embedding cache  {entries} embeddings, {_bytes_text(cache['bytes'])}")
     print("sources" if state["sources"] else "sources          none saved")
     for name, source in sorted(state["sources"].items()):
         if source.get("scope") == "stream":
@@ -799,17 +805,6 @@ def _print_state(state: dict[str, Any]) -> None:
         else:
             where = f"{source.get('positions', 0):,} file positions"
         print(f"  {name:<14} {source['documents']:,} documents, {source['chunks']:,} chunks, {where}")
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 def _when(timestamp: Any) -> str:

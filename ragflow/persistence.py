@@ -49,6 +49,7 @@ __all__ = [
     "StateIdentity",
     "TolerantCache",
     "describe_state",
+    "human_size",
     "open_state",
     "position_scope",
 ]
@@ -682,7 +683,7 @@ def _failure_reason(exc: BaseException, directory: Path) -> str:
     if not _is_disk_full(exc):
         return f"{type(exc).__name__}: {exc}"
     try:
-        free = f"{_size(shutil.disk_usage(directory).free)} free"
+        free = f"{human_size(shutil.disk_usage(directory).free)} free"
     except OSError:
         free = "free space unknown"
     return (
@@ -691,7 +692,8 @@ def _failure_reason(exc: BaseException, directory: Path) -> str:
     )
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``3.2 KiB``, ``1.5 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

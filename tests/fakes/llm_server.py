@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.local_http import serve, shut
+
 __all__ = ["FakeLLMServer", "Fault", "default_reply"]
 
 Reply = Callable[[list[dict[str, Any]]], str]
@@ -71,18 +73,12 @@ class FakeLLMServer:
         self._httpd: ThreadingHTTPServer | None = None
 
     def start(self) -> FakeLLMServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-llm", daemon=True
-        ).start()
+        self._httpd = serve(_handler_for(self), "fake-llm")
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        shut(self._httpd)
+        self._httpd = None
 
     def __enter__(self) -> FakeLLMServer:
         return self.start()

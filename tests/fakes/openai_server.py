@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tests.fakes.local_http import serve, shut
+
 __all__ = ["FakeOpenAIServer", "Handler", "RecordedRequest"]
 
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
@@ -67,25 +69,16 @@ class FakeOpenAIServer:
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> FakeOpenAIServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_request_handler(self))
-        self._httpd.daemon_threads = True
-        # A short poll interval makes stop() quick: shutdown() waits for the loop to notice.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-openai", daemon=True
-        )
-        self._thread.start()
+        self._httpd = serve(_make_request_handler(self), "fake-openai")
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        shut(self._httpd)
+        self._httpd = None
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()
