@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Any
 
-from connectors.folder import FolderSource
-from connectors.upload import UploadSource
+from ragflow.connectors.folder import FolderSource
+from ragflow.connectors.upload import UploadSource
 from ragflow.persistence import StateFile
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder

@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import pytest
 
-from connectors.folder import FolderSource
-from connectors.upload import UploadSource
+from ragflow.connectors.folder import FolderSource
+from ragflow.connectors.upload import UploadSource
 from ragflow.documents import ChangeKind, DocumentChange, EmitChanges
 from ragflow.engine import DiskCache, FrozenDict
 from ragflow.errors import ConfigError
@@ -132,7 +132,7 @@ def test_a_lower_size_cap_after_a_restart_applies_to_unchanged_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # files written just now are re-read anyway (their fingerprint is "racy"): make them trusted
-    monkeypatch.setattr("connectors.folder._RACY_WINDOW_NS", 0)
+    monkeypatch.setattr("ragflow.connectors.folder._RACY_WINDOW_NS", 0)
     docs, state = tmp_path / "docs", tmp_path / "state"
     write_docs(docs, 1)
     (docs / "big.md").write_text("word " * 400)
@@ -342,7 +342,7 @@ def test_uploaded_documents_are_restored_and_only_later_uploads_are_embedded(tmp
 
 CRASH_AFTER_FIRST_CHECKPOINT = """
 import os, random, sys, time
-from connectors.upload import UploadSource
+from ragflow.connectors.upload import UploadSource
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
 from tests.test_store import paragraph

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.folder import FolderSource
+from ragflow.connectors.folder import FolderSource
 from ragflow.errors import ConfigError
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder

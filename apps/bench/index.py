@@ -17,9 +17,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from indexers.faiss import FaissIndex
 from ragflow.documents import VectorRecord
 from ragflow.filters import compile_filter
+from ragflow.indexers.faiss import FaissIndex
 
 CHUNKS_PER_DOC = 10
 BUILD_BATCH = 100_000

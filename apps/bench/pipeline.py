@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from connectors.folder import FolderSource
+from ragflow.connectors.folder import FolderSource
 from ragflow.documents import VectorRecord
 from ragflow.embedders.local import LocalEmbedder
 from ragflow.engine import EpochReport

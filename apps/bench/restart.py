@@ -32,7 +32,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import numpy.typing as npt
 
-from connectors.folder import FolderSource
+from ragflow.connectors.folder import FolderSource
 from ragflow.persistence import (
     CACHE_FILE,
     STATE_FILE,
@@ -109,7 +109,7 @@ INDEX_KIND = "flat"
 
 
 def store_over(folder: Path, state: Path, embedder: FastEmbedder) -> DocumentStore:
-    from indexers.faiss import FaissIndex
+    from ragflow.indexers.faiss import FaissIndex
 
     return DocumentStore(
         FolderSource(folder, reconcile_interval=None),

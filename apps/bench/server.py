@@ -35,7 +35,7 @@ import numpy as np
 import requests
 import uvicorn
 
-from connectors.folder import FolderSource
+from ragflow.connectors.folder import FolderSource
 from ragflow.documents import Embedder, VectorIndex, VectorRecord
 from ragflow.plugins import load_indexer
 from ragflow.server import create_app

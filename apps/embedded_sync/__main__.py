@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from connectors.folder import FolderSource
+from ragflow.connectors.folder import FolderSource
 from ragflow.engine import EpochReport
 from ragflow.store import DocumentStore, Progress
 

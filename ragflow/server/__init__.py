@@ -2,8 +2,8 @@
 metrics, uploads, OpenAPI and an OpenAI-compatible chat endpoint.
 
 Example:
-    >>> from connectors.folder import FolderSource  # doctest: +SKIP
-    >>> from connectors.upload import UploadSource  # doctest: +SKIP
+    >>> from ragflow.connectors.folder import FolderSource  # doctest: +SKIP
+    >>> from ragflow.connectors.upload import UploadSource  # doctest: +SKIP
     >>> uploads = UploadSource()  # doctest: +SKIP
     >>> store = DocumentStore([FolderSource("docs"), uploads])  # doctest: +SKIP
     >>> serve(create_app(store, uploads=uploads), port=8000)  # doctest: +SKIP

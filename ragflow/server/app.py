@@ -47,7 +47,7 @@ def create_app(
     Args:
         store: The store to serve; ``serve`` starts it if it is not running yet.
         uploads: A source of ``store`` to put documents uploaded with ``POST /v1/documents`` into
-            (``connectors.upload.UploadSource``); without it the upload endpoints are absent.
+            (``ragflow.connectors.upload.UploadSource``); without it the upload endpoints are absent.
         api_key: Required on every request but health checks, as a bearer token or ``X-API-Key``.
         llm: The chat model for answers; without it answers are extractive.
         max_k: The largest ``k`` a request may ask for.

@@ -26,7 +26,7 @@ _T = TypeVar("_T")
 
 
 class Uploads(Protocol):
-    """Where ``POST /v1/documents`` puts documents: ``connectors.upload.UploadSource`` is one."""
+    """Where ``POST /v1/documents`` puts documents: ``ragflow.connectors.upload.UploadSource`` is one."""
 
     name: str
 

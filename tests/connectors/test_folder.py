@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import pytest
 
-from connectors.folder import FolderSource, _FolderSync, _Group
+from ragflow.connectors.folder import FolderSource, _FolderSync, _Group
 from ragflow.documents import ChangeKind, DocumentChange, DocumentSource
 from ragflow.errors import ConfigError, SourceError
 

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexers.faiss import FaissIndex
 from ragflow.documents import VectorIndex, VectorRecord
 from ragflow.errors import ConfigError, IndexStoreError
 from ragflow.filters import MetadataFilter, compile_filter
+from ragflow.indexers.faiss import FaissIndex
 
 Vectors = npt.NDArray[np.float32]
 

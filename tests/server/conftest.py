@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from connectors.folder import FolderSource
-from connectors.upload import UploadSource
+from ragflow.connectors.folder import FolderSource
+from ragflow.connectors.upload import UploadSource
 from ragflow.server import create_app
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder

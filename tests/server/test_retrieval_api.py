@@ -222,7 +222,7 @@ def test_health_readiness_and_metrics(served: Served) -> None:
 
 
 def test_readiness_waits_for_the_initial_snapshot(tmp_path: Any) -> None:
-    from connectors.folder import FolderSource
+    from ragflow.connectors.folder import FolderSource
     from ragflow.server import create_app
     from ragflow.store import DocumentStore
     from tests.fakes.hashing_embedder import HashingEmbedder
@@ -284,7 +284,7 @@ def test_unknown_routes_and_methods_are_json_errors(served: Served) -> None:
 
 
 def test_metrics_report_checkpoints_of_a_state_directory(tmp_path: Any) -> None:
-    from connectors.folder import FolderSource
+    from ragflow.connectors.folder import FolderSource
     from ragflow.server import create_app
     from ragflow.store import DocumentStore
     from tests.fakes.hashing_embedder import HashingEmbedder

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SERVER = """
 import sys, threading
-from connectors.folder import FolderSource
+from ragflow.connectors.folder import FolderSource
 from ragflow.server import create_app, serve
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
@@ -78,7 +78,7 @@ def test_serve_starts_the_store_and_a_signal_stops_both_cleanly(tmp_path: Path, 
 
 @pytest.mark.model
 def test_retrieval_with_the_real_local_model_finds_the_meaning(tmp_path: Path) -> None:
-    from connectors.folder import FolderSource
+    from ragflow.connectors.folder import FolderSource
     from ragflow.embedders.local import LocalEmbedder
     from ragflow.server import create_app
     from ragflow.store import DocumentStore

@@ -1,4 +1,4 @@
-"""Uploading and deleting documents over REST (``connectors.upload.UploadSource`` behind
+"""Uploading and deleting documents over REST (``ragflow.connectors.upload.UploadSource`` behind
 ``POST /v1/documents``), and the upload source on its own: snapshots, resuming and persistence."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.upload import UploadSource
+from ragflow.connectors.upload import UploadSource
 from ragflow.documents import ChangeKind, DocumentChange
 from ragflow.errors import ConfigError
 from ragflow.server import create_app
