@@ -329,8 +329,8 @@ def test_a_new_source_kind_is_checked_against_its_own_constructor(tmp_path: Path
         assert name == "bucket"
         return BucketSource
 
-    monkeypatch.setattr("ragflow.config.load_connector", load)
-    monkeypatch.setattr("ragflow.config.available", lambda group: ["bucket", "folder"])
+    monkeypatch.setattr("ragflow.config.factories.load_connector", load)
+    monkeypatch.setattr("ragflow.config.factories.available", lambda group: ["bucket", "folder"])
     good = write(tmp_path, "sources:\n  - kind: bucket\n    bucket: b\n    bucket_kind: gcs\n    cache: c\n")
     (source,) = load_config(good).sources
     assert source.options == {"bucket": "b", "bucket_kind": "gcs", "cache": str(tmp_path / "c")}

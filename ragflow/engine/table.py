@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .cache import UdfCache
 from .changes import FrozenDict
@@ -16,17 +16,23 @@ from .reducers import Reducer
 from .udf import BatchedUdfNode, BatchFn
 from .windows import CutoffNode, Session, SessionNode, Sliding, Tumbling, Window, window_bounds
 
-if TYPE_CHECKING:
-    from .runner import Engine
+__all__ = ["GraphBuilder", "GroupedTable", "Table", "WindowedTable"]
 
-__all__ = ["GroupedTable", "Table", "WindowedTable"]
+
+class GraphBuilder(Protocol):
+    """What a table needs of the engine that owns it: somewhere to register the nodes and sinks it derives.
+    ``Engine`` is one. Naming only this here keeps table.py from importing runner.py, which imports it."""
+
+    def add_node(self, node: Node) -> Node: ...
+
+    def add_sink(self, table: Table, sink: Sink) -> None: ...
 
 
 class Table:
     """A collection of ``(key, row)`` that changes over time. Operators return new tables; nothing runs
     until the engine does."""
 
-    def __init__(self, engine: Engine, node: Node) -> None:
+    def __init__(self, engine: GraphBuilder, node: Node) -> None:
         self.engine = engine
         self.node = node
 
