@@ -7,8 +7,11 @@ talk to a small stub HTTP server, so their output and the requests they send can
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from ragflow.cli import EXIT_UNREACHABLE, build_parser, index_documents, progress_line
+from ragflow.cli import EXIT_UNREACHABLE, ProgressBar, build_parser, index_documents, progress_line
+from ragflow.cli._output import StderrHandler
 from ragflow.config import RagflowConfig, load_config
 from ragflow.parsers import DefaultParser
 from ragflow.store import Progress
@@ -168,12 +173,15 @@ def test_index_strict_exits_1_on_document_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ragflow import cli
+    from ragflow.cli import _index
 
-    monkeypatch.setattr(cli, "_configure_logging", lambda level: None)  # leave this process's logging be
+    monkeypatch.setattr(_index, "configure_logging", lambda level: None)  # leave this process's logging be
     docs = write_docs(tmp_path / "docs")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
-    real = cli.index_documents
-    monkeypatch.setattr(cli, "index_documents", lambda config, **kw: real(config, embedder=HashingEmbedder()))
+    real = _index.index_documents
+    monkeypatch.setattr(
+        _index, "index_documents", lambda config, **kw: real(config, embedder=HashingEmbedder())
+    )
     state = str(tmp_path / "state")
     assert cli.main(["index", str(docs), "--state-dir", state]) == cli.EXIT_OK
     assert cli.main(["index", str(docs), "--state-dir", state, "--strict"]) == cli.EXIT_FAILURE
@@ -343,8 +351,9 @@ def test_serve_without_the_rest_server_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ragflow import cli
+    from ragflow.cli import _serve
 
-    monkeypatch.setattr(cli, "_configure_logging", lambda level: None)  # leave this process's logging be
+    monkeypatch.setattr(_serve, "configure_logging", lambda level: None)  # leave this process's logging be
     monkeypatch.setitem(sys.modules, "ragflow.server", None)  # as if the package were not installed
     assert cli.main(["serve", str(write_docs(tmp_path / "docs"))]) == cli.EXIT_FAILURE
     assert "`ragflow serve` needs the REST server (ragflow.server)" in capsys.readouterr().err
@@ -413,6 +422,67 @@ def test_progress_line_before_and_after_the_chunk_total_is_known() -> None:
     restored = progress_line(Progress(10, 10, 0, 0, 0.5, True, documents_restored=10, chunks_restored=30))
     assert restored.startswith("[" + "#" * 24 + "]") and "(10 restored)" in restored
     assert "chunks 0/0" in restored and "ETA    0s" in restored
+
+
+class StubProgress:
+    """Stands in for a store: the progress display only reads ``progress()``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.current = progress
+
+    def progress(self) -> Progress:
+        return self.current
+
+
+INDEXING = Progress(2, 1, 0, 3, 1.0, False)
+DONE = Progress(2, 2, 3, 3, 1.5, True)
+
+
+def test_progress_bar_off_a_terminal_prints_plain_lines_and_a_last_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)  # rich would take the stream for a terminal
+    stream = io.StringIO()
+    store = StubProgress(INDEXING)
+    with ProgressBar(store, stream, log_interval=0.02):
+        time.sleep(0.3)
+        store.current = DONE
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and "\x1b" not in stream.getvalue()
+    assert set(lines[:-1]) <= {progress_line(INDEXING), progress_line(DONE)}
+    assert lines[0] == progress_line(INDEXING) and lines[-1] == progress_line(DONE)
+
+
+def screen_lines(output: str) -> list[str]:
+    """What a terminal shows of ``output``, redrawn line by line: no ANSI sequences, split at \\r and \\n."""
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)
+    return [line.rstrip() for line in re.split(r"[\r\n]", plain) if line.strip()]
+
+
+def test_progress_bar_on_a_terminal_is_live_and_logs_print_above_it() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, force_interactive=True, width=80)
+    logger = logging.getLogger("ragflow.test_progress")
+    handler = StderrHandler()  # made before the bar, as `configure_logging` makes it
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    store = StubProgress(INDEXING)
+    try:
+        with ProgressBar(store, console=console):
+            time.sleep(0.5)  # the bar redraws every 0.2 s
+            logger.warning("a document could not be parsed")
+            store.current = DONE
+    finally:
+        logger.removeHandler(handler)
+    lines = screen_lines(screen.getvalue())
+    logged = lines.index("WARNING ragflow.test_progress: a document could not be parsed")
+    drawn = [line for line in lines if "━" in line]
+    assert all(len(line) <= 80 for line in drawn) and "[#" not in screen.getvalue()
+    assert any("docs 1/2+  chunks 3/?" in line for line in lines[:logged])
+    after = lines[logged + 1 :]
+    assert after and all("━" in line for line in after)  # redrawn under the log line
+    assert "docs 2/2  chunks 3/3" in after[-1] and "ETA    0s" in after[-1]
 
 
 def test_every_subcommand_has_help() -> None:

@@ -1,0 +1,211 @@
+"""``ragflow serve``: index the configured sources, keep the index in sync with them and serve the REST
+API, with a progress display for the first pass, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ragflow import __version__
+from ragflow.cli._client import DEFAULT_PORT
+from ragflow.cli._config_options import add_config_arguments, config_from
+from ragflow.cli._errors import EXIT_OK, CommandError
+from ragflow.cli._output import configure_logging, say
+from ragflow.cli._progress import ProgressBar
+from ragflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ragflow.config import RagflowConfig
+    from ragflow.documents import DocumentSource
+    from ragflow.store import DocumentStore
+
+log = logging.getLogger("ragflow.cli")
+
+
+HELP = "index documents and serve the REST API, keeping the index live"
+DESCRIPTION = (
+    "Index the configured sources (a progress bar on stderr shows the first pass), keep the "
+    "index in sync with them, and serve the REST API; documents can also be uploaded over it. "
+    "SIGTERM or Ctrl-C stops it cleanly."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``serve``'s options."""
+    add_config_arguments(parser)
+    parser.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"port to listen on (default: server.port, {DEFAULT_PORT})")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log on stderr (default: info)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ragflow serve`` until it is stopped and return its exit code."""
+    configure_logging(args.log_level)
+    config = config_from(args)
+    try:
+        from ragflow.server import create_app, serve
+    except ImportError as exc:
+        raise CommandError(
+            f"`ragflow serve` needs the REST server (ragflow.server), which this installation lacks ({exc})"
+        ) from None
+    host, port = config.server.host, config.server.port
+    _check_port_free(host, port)
+    llm = config.llm_settings()
+    sources = config.build_sources()
+    uploads = _upload_source(config, sources)
+    if uploads is not None and uploads not in sources:
+        sources = [*sources, uploads]
+    store = config.build_store(sources=sources)
+    app = create_app(
+        store,
+        uploads=uploads,  # type: ignore[arg-type]  # an UploadSource, found by entry point
+        api_key=config.server.api_key,
+        llm=llm,
+        max_k=config.server.max_k,
+        max_request_bytes=config.server.max_request_bytes,
+    )
+    url = f"http://{host}:{port}"
+    say(f"ragflow {__version__}: indexing {', '.join(source.name for source in sources)}")
+    say(f"serving {url} (API reference at {url}/docs); stop with Ctrl-C or SIGTERM")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM before the server runs: stop cleanly
+    watch = _IndexingWatch(store, client_url=url)
+    try:
+        store.start()
+        watch.start()
+        serve(app, host, port)
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:  # uvicorn exits when it cannot start
+        if exc.code not in (None, 0):
+            raise CommandError(f"the server could not start on {host}:{port} (see the log above)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        watch.stop()
+        _stop_store(store)
+    if watch.failure is not None:
+        raise CommandError(f"the indexing engine stopped: {type(watch.failure).__name__}: {watch.failure}")
+    say("stopped")
+    return EXIT_OK
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the model loads, not after, when the port is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; is another server running there? "
+                "Pass another --port (or set server.port)"
+            ) from None
+
+
+def _upload_source(config: RagflowConfig, sources: Sequence[DocumentSource]) -> DocumentSource | None:
+    """The source uploads go into: a configured ``kind: upload`` source, else a new one named ``upload``
+    (kept under the state directory), or ``None`` when no upload source is installed."""
+    from ragflow.plugins import load_connector
+
+    try:
+        factory = load_connector("upload")
+    except ConfigError:
+        log.warning(
+            "uploads over REST are off: no source is registered as 'upload' in the 'ragflow.connectors' "
+            "entry points (reinstall ragflow: pip install -e .)"
+        )
+        return None
+    for source in sources:
+        if isinstance(source, factory):
+            return source
+    state_dir = config.persistence.state_dir
+    upload: DocumentSource = factory(
+        name="upload", directory=Path(state_dir) / "uploads" if state_dir is not None else None
+    )
+    return upload
+
+
+def _stop_store(store: DocumentStore) -> None:
+    try:
+        store.stop(timeout=10)
+    except Exception:  # the engine's own failure, already reported by the watch
+        log.debug("the store stopped with an error", exc_info=True)
+
+
+class _IndexingWatch:
+    """Shows initial-indexing progress on stderr, says when the index is ready, and stops the server
+    (SIGTERM to this process, which the server turns into a graceful shutdown) if the engine fails."""
+
+    def __init__(self, store: DocumentStore, client_url: str) -> None:
+        self.store = store
+        self.client_url = client_url
+        self.failure: BaseException | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ragflow-cli-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        with ProgressBar(self.store) as bar:
+            while not self._stopped.is_set() and not self.store.wait_until_fresh(timeout=0.5):
+                if self._failed():
+                    bar.close(final=False)
+                    break
+        if self.failure is None and not self._stopped.is_set():
+            self._announce_ready(time.monotonic() - started)
+            while not self._stopped.wait(1.0) and not self._failed():
+                pass
+        if self.failure is not None:
+            self._shut_down()
+
+    def _failed(self) -> bool:
+        self.failure = self.store.engine.failure
+        return self.failure is not None
+
+    def _announce_ready(self, seconds: float) -> None:
+        stats = self.store.statistics()
+        errors = self.store.errors()
+        say(
+            f"ready: {stats['file_count']} documents, {self.store.index.count()} chunks, "
+            f"{len(errors)} errors, in {seconds:.1f} s"
+        )
+        for error in errors[:10]:
+            say(f"  error in {error.doc_id} ({error.stage}): {error.message}")
+        if len(errors) > 10:
+            say(f"  ... and {len(errors) - 10} more: ragflow status --url {self.client_url}")
+        say(f'try: ragflow query "your question" --url {self.client_url}')
+
+    def _shut_down(self) -> None:
+        say(f"error: the indexing engine stopped ({self.failure}); shutting the server down")
+        while not self._stopped.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+            self._stopped.wait(5.0)  # again, in case the server was not yet listening for it
