@@ -3,11 +3,11 @@ system, optionally kept in a directory so that they survive restarts."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import queue
 import tempfile
 import threading
 import time
@@ -15,15 +15,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from ragflow.documents import ChangeKind, DocumentChange, EmitChanges
 from ragflow.errors import ConfigError
+from ragflow.sources import (
+    ChangeKind,
+    DocumentChange,
+    EmitChanges,
+    Notifications,
+    SourceRun,
+    Wake,
+    deletion,
+    diff_listing,
+)
 
 __all__ = ["UploadSource"]
 
 log = logging.getLogger("ragflow.connectors.upload")
 
-# Upper bound on how long ``stop`` may go unnoticed while no upload arrives.
-_STOP_CHECK_S = 0.05
 # Metadata keys the source sets itself; an upload's own metadata cannot override them.
 _SYSTEM_KEYS = frozenset({"path", "size", "seen_at", "seen_at_ns", "doc_id"})
 
@@ -61,7 +68,8 @@ class UploadSource:
         self._lock = threading.Lock()
         self._documents: dict[str, DocumentChange] = {}
         self._digests: dict[str, str] = {}
-        self._live: queue.SimpleQueue[DocumentChange] | None = None
+        self._live: Notifications[DocumentChange] | None = None
+        """Where ``put``/``delete`` send their changes while a streaming ``run`` is on."""
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._documents = self._load()
@@ -118,9 +126,7 @@ class UploadSource:
             if self.directory is not None:
                 for path in self._files(doc_id):
                     path.unlink(missing_ok=True)
-            seen_ns = time.time_ns()
-            metadata = {"path": doc_id, "seen_at": seen_ns // 1_000_000_000, "seen_at_ns": seen_ns}
-            self._send(DocumentChange(doc_id, ChangeKind.DELETE, None, metadata))
+            self._send(deletion(doc_id, doc_id))
         return True
 
     def ids(self) -> list[str]:
@@ -139,27 +145,7 @@ class UploadSource:
     ) -> None:
         """Emit the documents held now (from ``position``, a mapping ``doc_id -> digest``, only what
         differs from it), then, streaming, each ``put``/``delete`` as it happens until ``stop``."""
-        if mode not in ("static", "streaming"):
-            raise ConfigError(f"UploadSource mode must be 'static' or 'streaming', got {mode!r}")
-        live: queue.SimpleQueue[DocumentChange] = queue.SimpleQueue()
-        with self._lock:
-            snapshot = self._snapshot(position if isinstance(position, Mapping) else None)
-            if mode == "streaming":
-                self._live = live
-        try:
-            emit(snapshot, snapshot_done=True)
-            while mode == "streaming" and not stop.is_set():
-                try:
-                    changes = [live.get(timeout=_STOP_CHECK_S)]
-                except queue.Empty:
-                    continue
-                while not live.empty():
-                    changes.append(live.get_nowait())
-                emit(changes)
-        finally:
-            with self._lock:
-                if self._live is live:
-                    self._live = None
+        _UploadRun(self, emit, stop).run(mode, position)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -172,15 +158,12 @@ class UploadSource:
         return dict(self._digests)
 
     def _snapshot(self, since: Mapping[str, Any] | None) -> list[DocumentChange]:
-        changes = [
-            change
-            for doc_id, change in sorted(self._documents.items())
-            if since is None or since.get(doc_id) != self._digests[doc_id]
-        ]
+        """What differs from ``since`` (``doc_id -> digest``; ``None``: everything), the lock held."""
         seen_ns = time.time_ns()
-        for doc_id in sorted(set(since or ()) - self._documents.keys()):
-            metadata = {"path": doc_id, "seen_at": seen_ns // 1_000_000_000, "seen_at_ns": seen_ns}
-            changes.append(DocumentChange(doc_id, ChangeKind.DELETE, None, metadata))
+        changes = [
+            self._documents[doc_id] if digest is not None else deletion(doc_id, doc_id, seen_ns)
+            for doc_id, digest in diff_listing(since or {}, sorted(self._digests.items()))
+        ]
         if changes:
             changes[-1] = _with_position(changes[-1], self._position())
         return changes
@@ -210,6 +193,34 @@ class UploadSource:
         return found
 
 
+class _UploadRun(SourceRun[DocumentChange]):
+    """One ``run`` of an ``UploadSource``: its notifications are the uploads themselves, nothing is polled."""
+
+    def __init__(self, source: UploadSource, emit: EmitChanges, stop: threading.Event) -> None:
+        super().__init__(emit, stop)
+        self._source = source
+        self._first: list[DocumentChange] = []
+
+    def start(self, mode: Literal["static", "streaming"], position: Any) -> None:
+        source = self._source
+        # one lock for both: an upload lands either in the snapshot or in the live queue, never neither
+        with source._lock:
+            self._first = source._snapshot(position if isinstance(position, Mapping) else None)
+            if mode == "streaming":
+                source._live = self.notifications
+
+    def snapshot(self) -> list[DocumentChange]:
+        return self._first
+
+    def sync(self, wake: Wake[DocumentChange]) -> None:
+        self.emit(wake.hints)
+
+    def close(self) -> None:
+        with self._source._lock:
+            if self._source._live is self.notifications:
+                self._source._live = None
+
+
 def _check_name(name: str) -> None:
     segments = name.split("/")
     if not name or name.startswith("/") or any(s in ("", ".", "..") for s in segments) or "\x00" in name:
@@ -225,7 +236,7 @@ def _digest(change: DocumentChange) -> str:
 
 
 def _with_position(change: DocumentChange, position: dict[str, str]) -> DocumentChange:
-    return DocumentChange(change.doc_id, change.kind, change.data, change.metadata, position, change.error)
+    return dataclasses.replace(change, position=position)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

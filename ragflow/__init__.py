@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .documents import ChangeKind, Chunk, DocumentChange, DocumentSource, Hit, TextUnit, VectorRecord
+from .documents import Chunk, Hit, TextUnit, VectorRecord
 from .errors import (
     ConfigError,
     EmbedError,
@@ -13,6 +13,17 @@ from .errors import (
     RagflowError,
     SchemaError,
     SourceError,
+)
+from .sources import (
+    ChangeKind,
+    DocumentChange,
+    DocumentSource,
+    Notifications,
+    SourceRun,
+    SyncLoop,
+    Wake,
+    deletion,
+    diff_listing,
 )
 from .store import DocumentError, DocumentStatus, DocumentStore, Progress
 
@@ -30,12 +41,18 @@ __all__ = [
     "FilterError",
     "Hit",
     "IndexStoreError",
+    "Notifications",
     "ParseError",
     "Progress",
     "RagflowError",
     "SchemaError",
     "SourceError",
+    "SourceRun",
+    "SyncLoop",
     "TextUnit",
     "VectorRecord",
+    "Wake",
+    "deletion",
+    "diff_listing",
 ]
 __version__ = "0.1.0"

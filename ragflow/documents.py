@@ -1,16 +1,17 @@
-"""The contracts between document pipeline stages: changes from sources, parsed units, chunks, and the
-protocols each stage implements (``Parser``, ``Splitter``, ``Embedder``, ``VectorIndex``)."""
+"""The contracts between document pipeline stages: parsed units, chunks, and the protocols each stage
+implements (``Parser``, ``Splitter``, ``Embedder``, ``VectorIndex``). The source contract lives in
+``ragflow.sources``; its names are handed on here too, where the stages import them from."""
 
 from __future__ import annotations
 
-import enum
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from .sources import ChangeKind, DocumentChange, DocumentSource, EmitChanges
 
 __all__ = [
     "ChangeKind",
@@ -28,61 +29,6 @@ __all__ = [
 ]
 
 Metadata = Mapping[str, Any]
-
-
-class ChangeKind(enum.Enum):
-    """What happened to a document at its source."""
-
-    UPSERT = "upsert"
-    """The document was created or its content/metadata changed; ``data`` holds the whole new content."""
-    DELETE = "delete"
-    """The document is gone; ``data`` is ``None``."""
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentChange:
-    """One document-level change a source reports.
-
-    ``doc_id`` is stable for the life of the document at its source (a folder source uses the path
-    relative to its root). ``position`` is opaque to everyone but the source that made it: the source's
-    state right after this change, saved in checkpoints. ``error`` is set (and ``data`` is ``None``) when
-    the source saw the document but could not read it (too big, permission denied...): the pipeline
-    records it as the document's error instead of indexing it.
-    """
-
-    doc_id: str
-    kind: ChangeKind
-    data: bytes | None = None
-    metadata: Metadata = field(default_factory=dict)
-    position: Any = None
-    error: str | None = None
-
-
-EmitChanges = Callable[..., None]
-"""``emit(changes: list[DocumentChange], snapshot_done: bool = False)``: one atomic group."""
-
-
-@runtime_checkable
-class DocumentSource(Protocol):
-    """A source of document changes (folder, S3, Kafka...), run in its own thread by the engine.
-
-    ``run`` first emits the current state (every document as an UPSERT; when started from a saved
-    ``position``, only what changed since, including DELETEs), calls ``emit([], snapshot_done=True)`` once
-    that initial state is complete, and then, in ``"streaming"`` mode, keeps emitting live changes until
-    ``stop`` is set, and returns. In ``"static"`` mode it returns right after the snapshot. Each ``emit``
-    call is one atomic group of changes (an atomic save, a directory move). ``run`` must not raise for a
-    single bad document: that becomes a ``DocumentChange`` with ``error`` set.
-    """
-
-    name: str
-
-    def run(
-        self,
-        emit: EmitChanges,
-        stop: threading.Event,
-        mode: Literal["static", "streaming"],
-        position: Any = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ top-level ``connectors`` or ``indexers`` package is installed."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -48,6 +49,11 @@ def test_entry_points_name_the_namespaced_modules() -> None:
             assert target.startswith(group + "."), f"{group} entry point {name!r} targets {target!r}"
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 _SMOKE = textwrap.dedent(
     """
     import importlib.util, sys, tempfile, pathlib
@@ -76,6 +82,13 @@ _SMOKE = textwrap.dedent(
 
 
 def test_a_built_wheel_installs_only_the_ragflow_name(tmp_path: Path) -> None:
+    # Build from a copy: an in-tree build leaves build/ and *.egg-info behind in the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for top in ("ragflow", "connectors", "indexers"):
+        shutil.copytree(ROOT / top, source / top, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path / "dist"
     subprocess.run(
         [
@@ -88,7 +101,7 @@ def test_a_built_wheel_installs_only_the_ragflow_name(tmp_path: Path) -> None:
             "--no-build-isolation",
             "-w",
             dist,
-            ROOT,
+            source,
         ],
         check=True,
         capture_output=True,

@@ -132,7 +132,7 @@ def test_a_lower_size_cap_after_a_restart_applies_to_unchanged_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # files written just now are re-read anyway (their fingerprint is "racy"): make them trusted
-    monkeypatch.setattr("ragflow.connectors.folder._RACY_WINDOW_NS", 0)
+    monkeypatch.setattr("ragflow.connectors.folder.read._RACY_WINDOW_NS", 0)
     docs, state = tmp_path / "docs", tmp_path / "state"
     write_docs(docs, 1)
     (docs / "big.md").write_text("word " * 400)

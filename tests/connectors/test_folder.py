@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 import pytest
 
-from ragflow.connectors.folder import FolderSource, _FolderSync, _Group
+from ragflow.connectors.folder import FolderSource
+from ragflow.connectors.folder.batch import _Group
+from ragflow.connectors.folder.sync import _FolderSync
 from ragflow.documents import ChangeKind, DocumentChange, DocumentSource
 from ragflow.errors import ConfigError, SourceError
 
