@@ -36,14 +36,18 @@ __all__ = [
     "DocumentSource",
     "EmitChanges",
     "Notifications",
+    "PositionScope",
     "SourceRun",
     "SyncLoop",
     "Wake",
     "deletion",
     "diff_listing",
+    "position_scope",
 ]
 
 Mode = Literal["static", "streaming"]
+PositionScope = Literal["document", "stream"]
+"""How a source's change positions add up to the position it resumes from (see ``position_scope``)."""
 H = TypeVar("H")
 """The type of a notification's hint: a watchdog event, an SQS message, an uploaded change."""
 V = TypeVar("V")
@@ -109,6 +113,24 @@ class DocumentSource(Protocol):
         mode: Mode,
         position: Any = None,
     ) -> None: ...
+
+
+def position_scope(source: object) -> PositionScope:
+    """How ``source``'s change positions add up to the position it resumes from.
+
+    ``"document"``: each change's position is the state of that one document (the folder source's file
+    fingerprints); the source resumes from the mapping ``doc_id -> position`` of the documents it holds.
+    ``"stream"``: each position is the whole source's state after the change (a Kafka offset); the source
+    resumes from the last one. A source says which with a ``position_scope`` attribute; ``"document"``
+    without one.
+    """
+    scope = getattr(source, "position_scope", "document")
+    if scope == "document":
+        return "document"
+    if scope == "stream":
+        return "stream"
+    name = getattr(source, "name", type(source).__name__)
+    raise ConfigError(f"source {name!r} has position_scope {scope!r}; use 'document' or 'stream'")
 
 
 def deletion(doc_id: str, path: str, seen_ns: int | None = None) -> DocumentChange:

@@ -27,10 +27,10 @@ from .persistence import (
     StateIdentity,
     TolerantCache,
     open_state,
-    position_scope,
 )
 from .pipeline import DocumentFeed, IndexSink, ParsedDoc, build_pipeline, chunk_id
 from .plugins import load_indexer
+from .sources import position_scope
 
 __all__ = ["DocumentError", "DocumentStatus", "DocumentStore", "Progress"]
 

@@ -10,6 +10,7 @@ checksummed rows), ``statefile`` (the file: schema, lock, open, write), ``checkp
 
 from __future__ import annotations
 
+from ..sources import PositionScope, position_scope  # the source contract; also named here
 from .checkpointer import Checkpointer
 from .describe import describe_state
 from .embedding_cache import TolerantCache
@@ -22,13 +23,11 @@ from .records import (
     CheckpointInfo,
     IncompatibleStateError,
     OnIncompatible,
-    PositionScope,
     SavedDocument,
     SavedState,
     SourceState,
     StateError,
     StateIdentity,
-    position_scope,
 )
 from .statefile import LOCK_FILE, StateFile, open_state
 

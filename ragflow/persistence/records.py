@@ -15,14 +15,13 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..pipeline import ParsedDoc
+from ..sources import PositionScope
 
 FORMAT_VERSION = 1
 """Bumped whenever what ``state.sqlite`` holds changes meaning; an older or newer file is incompatible."""
 STATE_FILE = "state.sqlite"
 CACHE_FILE = "embeddings.sqlite"
 
-PositionScope = Literal["document", "stream"]
-"""How a source's change positions add up to the position it resumes from (see ``position_scope``)."""
 OnIncompatible = Literal["refuse", "rebuild"]
 
 
@@ -107,21 +106,3 @@ class CheckpointBatch:
         self.epoch = max(self.epoch, newer.epoch)
         self.documents.update(newer.documents)
         self.sources.update(newer.sources)
-
-
-def position_scope(source: object) -> PositionScope:
-    """How ``source``'s change positions add up to the position it resumes from.
-
-    ``"document"``: each change's position is the state of that one document (the folder source's file
-    fingerprints); the source resumes from the mapping ``doc_id -> position`` of the documents it holds.
-    ``"stream"``: each position is the whole source's state after the change (a Kafka offset); the source
-    resumes from the last one. A source says which with a ``position_scope`` attribute; ``"document"``
-    without one.
-    """
-    scope = getattr(source, "position_scope", "document")
-    if scope == "document":
-        return "document"
-    if scope == "stream":
-        return "stream"
-    name = getattr(source, "name", type(source).__name__)
-    raise ConfigError(f"source {name!r} has position_scope {scope!r}; use 'document' or 'stream'")
