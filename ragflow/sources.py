@@ -37,12 +37,15 @@ __all__ = [
     "EmitChanges",
     "Notifications",
     "PositionScope",
+    "SourceHealth",
     "SourceRun",
+    "SourceStatus",
     "SyncLoop",
     "Wake",
     "deletion",
     "diff_listing",
     "position_scope",
+    "source_status",
 ]
 
 Mode = Literal["static", "streaming"]
@@ -131,6 +134,91 @@ def position_scope(source: object) -> PositionScope:
         return "stream"
     name = getattr(source, "name", type(source).__name__)
     raise ConfigError(f"source {name!r} has position_scope {scope!r}; use 'document' or 'stream'")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """Whether a source can reach what it reads (a folder, a bucket, a broker) and, if not, why."""
+
+    healthy: bool
+    reason: str | None
+    """What is wrong and what to do, when unhealthy (``None`` when healthy)."""
+    since: float
+    """When the source last became healthy or unhealthy (Unix seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSample:
+    """One value a source reports for ``/metrics``: ``name`` without the ``ragflow_source_`` prefix."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+class SourceStatus:
+    """What a running source tells operators, read by ``DocumentStore.sources()``, ``/v1/sources``,
+    ``ragflow status`` and ``/metrics``: its health with the reason, and its own counters and gauges
+    (requests made, objects listed, consumer lag per partition...). Thread-safe: the source's threads
+    write it, the server reads it. A source exposes one as its ``status`` attribute.
+
+    Example:
+        >>> status = SourceStatus()
+        >>> status.unhealthy("bucket 'docs' does not exist; create it or fix 'bucket'")
+        >>> status.count("list_requests")
+        >>> status.gauge("consumer_lag", 12, partition="0")
+        >>> status.health.healthy, [(s.name, s.value) for s in status.counters()]
+        (False, [('list_requests', 1.0)])
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._health = SourceHealth(True, None, time.time())
+        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    @property
+    def health(self) -> SourceHealth:
+        with self._lock:
+            return self._health
+
+    def healthy(self) -> None:
+        """The source works (again); a no-op when it already did."""
+        with self._lock:
+            if not self._health.healthy:
+                self._health = SourceHealth(True, None, time.time())
+
+    def unhealthy(self, reason: str) -> None:
+        """The source cannot do its work now, because of ``reason`` (say what to do about it)."""
+        with self._lock:
+            if self._health.healthy or self._health.reason != reason:
+                since = self._health.since if not self._health.healthy else time.time()
+                self._health = SourceHealth(False, reason, since)
+
+    def count(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` to the counter ``name`` (exported as ``ragflow_source_<name>_total``)."""
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0.0) + amount
+
+    def gauge(self, name: str, value: float, **labels: str) -> None:
+        """Set the gauge ``name`` (exported as ``ragflow_source_<name>``)."""
+        with self._lock:
+            self._gauges[(name, tuple(sorted(labels.items())))] = float(value)
+
+    def counters(self) -> list[SourceSample]:
+        with self._lock:
+            return [SourceSample(n, dict(labels), v) for (n, labels), v in sorted(self._counters.items())]
+
+    def gauges(self) -> list[SourceSample]:
+        with self._lock:
+            return [SourceSample(n, dict(labels), v) for (n, labels), v in sorted(self._gauges.items())]
+
+
+def source_status(source: object) -> SourceStatus | None:
+    """The ``status`` a source exposes, or ``None`` for a source that reports nothing."""
+    status = getattr(source, "status", None)
+    return status if isinstance(status, SourceStatus) else None
 
 
 def deletion(doc_id: str, path: str, seen_ns: int | None = None) -> DocumentChange:
