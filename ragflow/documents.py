@@ -106,19 +106,49 @@ class Hit:
 
 
 class VectorIndex(Protocol):
-    """A vector index that applies each epoch's changes atomically with respect to readers."""
+    """A vector index that applies each epoch's changes atomically with respect to readers.
 
-    def apply(self, upserts: Iterable[VectorRecord], deletes: Iterable[int]) -> None: ...
+    ``tests/indexers/contract.py`` checks this contract for any index (see docs/indexes.md). Errors
+    are ``IndexStoreError``.
+    """
+
+    def apply(self, upserts: Iterable[VectorRecord], deletes: Iterable[int]) -> None:
+        """Delete then upsert, as one step: a concurrent :meth:`search` sees all of it or none of it, and
+        an apply that raises (a vector of the wrong dimension, say) changes nothing.
+
+        An upsert of a stored id replaces that chunk; of several upserts of one id the last wins; an id
+        both deleted and upserted ends up stored with the upsert's content; deleting an id that is not
+        stored does nothing.
+        """
+        ...
 
     def search(
         self,
         vector: npt.NDArray[np.float32],
         k: int,
         filter: Callable[[Metadata], bool] | None = None,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """The ``k`` stored chunks nearest ``vector`` among those whose ``metadata`` ``filter`` accepts,
+        by ascending cosine distance (whatever the vectors' scale); fewer only when fewer are accepted,
+        none when ``k <= 0``.
 
-    def count(self) -> int: ...
+        The filter is applied inside the search, never to a top-k found without it, so rare matches
+        still fill ``k``. It sees a record's ``metadata``, not its ``extra``; a hit's metadata is
+        ``metadata`` with ``extra`` merged over it. The store passes a
+        :class:`~ragflow.filters.MetadataFilter` (hashable, with its ``expression`` and
+        ``glob_pattern``), which an external index may translate into its own query language.
+        """
+        ...
 
-    def save(self, path: str) -> None: ...
+    def count(self) -> int:
+        """The number of stored chunks."""
+        ...
 
-    def load(self, path: str) -> None: ...
+    def save(self, path: str) -> None:
+        """Write the current contents so that :meth:`load` of ``path`` brings them back."""
+        ...
+
+    def load(self, path: str) -> None:
+        """Replace the contents with those saved at ``path``, atomically for readers; when nothing
+        loadable is there, raise ``IndexStoreError`` and keep the contents."""
+        ...
