@@ -1,16 +1,23 @@
 """Reading one file of the folder: its bytes under a size cap (an error instead when over it or unreadable),
-the fingerprint the source keeps of it, and its document metadata."""
+the fingerprint the source keeps of it, and its document metadata (with what ``metadata_from_paths``
+derives from its path)."""
 
 from __future__ import annotations
 
 import errno
 import functools
 import hashlib
+import json
 import os
 import pwd
+import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+from ragflow.errors import ConfigError, FilterError
+from ragflow.filters import glob_to_regex
 
 # A file whose ctime is this close to the moment we read it may change again within the same
 # filesystem timestamp tick (coarse clocks, 2 s on FAT), so scans never trust its fingerprint alone.
@@ -124,6 +131,120 @@ def file_metadata(abspath: str, st: os.stat_result, seen_ns: int) -> dict[str, A
         "seen_at_ns": seen_ns,
         "owner": _owner_name(st.st_uid),
     }
+
+
+PathMetadataRules = Mapping[str, Mapping[str, str | int | float | bool]]
+"""``{glob pattern with {name} captures: {metadata key: value or template}}``."""
+
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CAPTURE_IN_CLASS = re.compile(r"\[[!^]?\]?[^\]]*\{[A-Za-z_][A-Za-z0-9_]*\}[^\]]*\]")
+_SENTINEL = "\x00"  # survives glob_to_regex (re.escape leaves it alone) and never occurs in a path
+# Keys the folder source sets itself; a path rule may not set them (scopes trust them).
+_FILE_KEYS = frozenset(
+    {"path", "size", "modified_at", "created_at", "seen_at", "seen_at_ns", "owner", "doc_id"}
+)
+
+
+class PathMetadata:
+    """Metadata derived from a file's root-relative path by ``metadata_from_paths`` rules.
+
+    A rule's pattern is a glob (``ragflow.filters.globmatch`` semantics) in which ``{name}`` matches one
+    whole path segment and captures it; its values are constants or templates naming captures
+    (``"{team}"``, ``"team-{team}"``). Every rule whose pattern matches applies, in the order given, a
+    later one overriding a key an earlier one set.
+
+    Example:
+        >>> rules = PathMetadata({"teams/{team}/**": {"team": "{team}"}, "**/drafts/**": {"draft": True}})
+        >>> rules("teams/support/drafts/faq.md")
+        {'team': 'support', 'draft': True}
+        >>> rules("README.md")
+        {}
+
+    Raises:
+        ConfigError: a pattern is not a valid glob, captures a name twice or in a ``[...]`` class, a
+            template names a capture its pattern lacks, a value is not a string, number or boolean, or a
+            key is one the folder source sets itself.
+    """
+
+    __slots__ = ("_rules", "digest")
+
+    def __init__(self, rules: PathMetadataRules) -> None:
+        self._rules = [
+            (_capture_regex(pattern), _checked_values(pattern, values)) for pattern, values in rules.items()
+        ]
+        plain = {pattern: dict(values) for pattern, values in rules.items()}
+        self.digest = hashlib.blake2b(json.dumps(plain, sort_keys=True).encode(), digest_size=8).hexdigest()
+        """Names these rules: documents emitted under other rules get their metadata again on resume."""
+
+    def __call__(self, relpath: str) -> dict[str, Any]:
+        derived: dict[str, Any] = {}
+        rooted = "/" + relpath  # as include/exclude match: a pattern starting with '/' anchors at the root
+        for regex, values in self._rules:
+            match = regex.fullmatch(rooted)
+            if match is None:
+                continue
+            captured = match.groupdict()
+            for key, value in values.items():
+                derived[key] = _filled(value, captured) if isinstance(value, str) else value
+        return derived
+
+
+def _filled(template: str, captured: Mapping[str, str]) -> str:
+    return _CAPTURE.sub(lambda match: captured[match.group(1)], template)
+
+
+def _capture_regex(pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigError(
+            f"FolderSource metadata_from_paths patterns must be non-empty strings, got {pattern!r}"
+        )
+    names = _CAPTURE.findall(pattern)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"FolderSource metadata_from_paths pattern {pattern!r} captures a name twice")
+    if _CAPTURE_IN_CLASS.search(pattern):
+        raise ConfigError(
+            f"FolderSource metadata_from_paths pattern {pattern!r}: a {{name}} capture inside '[...]' "
+            "is not allowed"
+        )
+    try:
+        translated = glob_to_regex(_CAPTURE.sub(_SENTINEL, pattern)).pattern
+    except FilterError as exc:
+        raise ConfigError(f"FolderSource metadata_from_paths: {exc}") from exc
+    pieces = translated.split(_SENTINEL)
+    regex = pieces[0] + "".join(
+        f"(?P<{name}>[^/]+){piece}" for name, piece in zip(names, pieces[1:], strict=True)
+    )
+    try:
+        return re.compile(regex, re.DOTALL)
+    except re.error as exc:
+        raise ConfigError(f"FolderSource metadata_from_paths pattern {pattern!r}: {exc}") from exc
+
+
+def _checked_values(pattern: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(values, Mapping) or not values:
+        raise ConfigError(
+            f"FolderSource metadata_from_paths[{pattern!r}] must map metadata keys to values, "
+            f"e.g. {{team: '{{team}}'}}; got {values!r}"
+        )
+    captures = set(_CAPTURE.findall(pattern))
+    for key, value in values.items():
+        if not isinstance(key, str) or not key or key in _FILE_KEYS:
+            raise ConfigError(
+                f"FolderSource metadata_from_paths[{pattern!r}]: key {key!r} is not allowed; the folder "
+                f"source sets {', '.join(sorted(_FILE_KEYS))} itself"
+            )
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"FolderSource metadata_from_paths[{pattern!r}][{key!r}] must be a string, number or "
+                f"boolean, got {value!r}"
+            )
+        missing = set(_CAPTURE.findall(value)) - captures if isinstance(value, str) else set()
+        if missing:
+            raise ConfigError(
+                f"FolderSource metadata_from_paths[{pattern!r}][{key!r}] names {', '.join(sorted(missing))}, "
+                f"which the pattern does not capture (it captures {', '.join(sorted(captures)) or 'nothing'})"
+            )
+    return dict(values)
 
 
 def _unreadable(abspath: str, exc: OSError, follow_symlinks: bool) -> _FileRead | None:

@@ -3,16 +3,18 @@ lives in ``sync`` (and the modules it draws on: ``tree``, ``watch``, ``read``, `
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from ragflow.errors import ConfigError, FilterError
 from ragflow.filters import glob_to_regex
-from ragflow.sources import EmitChanges
+from ragflow.sources import ChangeKind, DocumentChange, EmitChanges
 
+from .read import PathMetadata, PathMetadataRules
 from .sync import _FolderSync
 
 __all__ = ["FolderSource"]
@@ -37,6 +39,12 @@ class FolderSource:
         reconcile_interval: Seconds between full rescans that catch events inotify lost; ``None`` disables.
         coalesce_window: Extra seconds to gather events after the first one of a batch. ``0`` (default)
             only takes what is already queued, so a lone change is emitted within milliseconds.
+        metadata_from_paths: Metadata derived from each file's root-relative path, so that filters and
+            API key scopes can select by team or project without tagging files by hand:
+            ``{"teams/{team}/**": {"team": "{team}"}}`` gives ``teams/support/faq.md`` the metadata
+            ``team: support``. ``{name}`` in a pattern captures one path segment; values are constants or
+            templates of captures; every matching rule applies, later ones winning (``PathMetadata``).
+            Changing the rules re-emits every file's metadata on the next start (not its embeddings).
 
     Behaviour worth knowing:
 
@@ -70,6 +78,7 @@ class FolderSource:
         poll_interval: float | None = None,
         reconcile_interval: float | None = 60.0,
         coalesce_window: float = 0.0,
+        metadata_from_paths: PathMetadataRules | None = None,
     ) -> None:
         self.root = Path(root)
         self.include = _patterns("include", include)
@@ -89,6 +98,7 @@ class FolderSource:
         if coalesce_window < 0:
             raise ConfigError(f"FolderSource coalesce_window must be >= 0 seconds, got {coalesce_window}")
         self.coalesce_window = coalesce_window
+        self.metadata_from_paths = PathMetadata(metadata_from_paths) if metadata_from_paths else None
 
     def run(
         self,
@@ -98,7 +108,48 @@ class FolderSource:
         position: Any = None,
     ) -> None:
         """Emit the snapshot (or, from ``position``, what changed since), then live changes until ``stop``."""
-        _FolderSync(self, emit, stop).run(mode, position)
+        rules = self.metadata_from_paths
+        if rules is None:
+            _FolderSync(self, emit, stop).run(mode, position)
+            return
+        _FolderSync(self, _with_path_metadata(emit, rules), stop).run(mode, _under_rules(position, rules))
+
+
+# The key of a file's position that names the metadata_from_paths rules its metadata was derived with.
+_RULES_KEY = "metadata_rules"
+
+
+def _with_path_metadata(emit: EmitChanges, rules: PathMetadata) -> EmitChanges:
+    """``emit`` with each upsert's metadata completed from its path, and its position naming the rules."""
+
+    def tagged(change: DocumentChange) -> DocumentChange:
+        if change.kind is not ChangeKind.UPSERT:
+            return change
+        metadata = {**rules(change.doc_id), **change.metadata}  # what the source read wins
+        position = (
+            {**change.position, _RULES_KEY: rules.digest}
+            if isinstance(change.position, Mapping)
+            else change.position
+        )
+        return dataclasses.replace(change, metadata=metadata, position=position)
+
+    def emit_tagged(changes: list[DocumentChange], *args: Any, **kwargs: Any) -> None:
+        emit([tagged(change) for change in changes], *args, **kwargs)
+
+    return emit_tagged
+
+
+def _under_rules(position: Any, rules: PathMetadata) -> Any:
+    """A saved position where each file emitted under other rules is marked unreadable, so that the run
+    reads it again and emits it with the metadata of the current rules (or its deletion, if it is gone)."""
+    if not isinstance(position, Mapping):
+        return position
+    return {
+        doc_id: saved
+        if isinstance(saved, Mapping) and saved.get(_RULES_KEY) == rules.digest
+        else {_RULES_KEY: None}
+        for doc_id, saved in position.items()
+    }
 
 
 def _patterns(option: str, value: Sequence[str]) -> tuple[str, ...]:

@@ -775,3 +775,93 @@ def test_followed_symlinks_with_a_loop_and_a_dangling_link(
     state = run.state()
     assert sorted(state) == ["a/real.txt", "dir_link/t.txt", "file_link.txt"]
     assert state["file_link.txt"].data == b"r"
+
+
+# -- metadata_from_paths -------------------------------------------------------------------------------------
+
+
+def test_metadata_from_paths_tags_files_by_their_folders(root: Path, run_source: RunSource) -> None:
+    write(root / "teams" / "support" / "faq.md", b"faq")
+    write(root / "teams" / "hr" / "policy.md", b"policy")
+    write(root / "README.md", b"readme")
+    rules = {"teams/{team}/**": {"team": "{team}", "unit": "team-{team}"}, "/README.md": {"team": "all"}}
+    run = run_source(FolderSource(root, metadata_from_paths=rules), mode="static")
+    run.join()
+    metadata = {doc_id: change.metadata for doc_id, change in run.state().items()}
+    assert (metadata["teams/support/faq.md"]["team"], metadata["teams/support/faq.md"]["unit"]) == (
+        "support",
+        "team-support",
+    )
+    assert metadata["teams/hr/policy.md"]["team"] == "hr"
+    assert metadata["README.md"]["team"] == "all"
+    assert metadata["README.md"]["path"] == str(root / "README.md")  # the source's own keys are kept
+
+
+def test_metadata_from_paths_follows_a_file_moved_to_another_team(root: Path, run_source: RunSource) -> None:
+    write(root / "teams" / "support" / "faq.md", b"faq")
+    run = run_source(FolderSource(root, metadata_from_paths={"teams/{team}/**": {"team": "{team}"}}))
+    run.wait_snapshot()
+    (root / "teams" / "hr").mkdir()
+    os.rename(root / "teams" / "support" / "faq.md", root / "teams" / "hr" / "faq.md")
+    run.wait_until(lambda: "teams/hr/faq.md" in run.state(), "the moved file")
+    run.wait_gone("teams/support/faq.md")
+    assert run.state()["teams/hr/faq.md"].metadata["team"] == "hr"
+
+
+def test_changed_rules_re_emit_every_file_with_its_new_metadata(root: Path, run_source: RunSource) -> None:
+    write(root / "teams" / "support" / "faq.md", b"faq")
+    write(root / "gone.md", b"deleted while stopped")
+    first = run_source(FolderSource(root, metadata_from_paths={"teams/{team}/**": {"team": "{team}"}}))
+    first.wait_snapshot()
+    first.stop()
+    position = {doc_id: {**c.position, "racy": False} for doc_id, c in first.state().items()}
+    (root / "gone.md").unlink()
+
+    same = run_source(
+        FolderSource(root, metadata_from_paths={"teams/{team}/**": {"team": "{team}"}}),
+        mode="static",
+        position=position,
+    )
+    same.join()
+    assert kinds([c for e in same.emits for c in e.changes]) == {("gone.md", DELETE)}
+
+    renamed = run_source(
+        FolderSource(root, metadata_from_paths={"teams/{name}/**": {"group": "{name}"}}),
+        mode="static",
+        position=position,
+    )
+    renamed.join()
+    changes = [c for e in renamed.emits for c in e.changes]
+    assert kinds(changes) == {("teams/support/faq.md", UPSERT), ("gone.md", DELETE)}
+    assert changes[[c.doc_id for c in changes].index("teams/support/faq.md")].metadata["group"] == "support"
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"teams/{team}/**": {"team": "{name}"}}, "does not capture"),
+        ({"teams/{team}/{team}": {"team": "{team}"}}, "captures a name twice"),
+        ({"teams/[{team}]": {"team": "{team}"}}, "inside"),
+        ({"a**/{team}": {"team": "{team}"}}, "whole path"),
+        ({"teams/{team}/**": {"path": "{team}"}}, "not allowed"),
+        ({"teams/{team}/**": {"team": ["x"]}}, "string, number or boolean"),
+        ({"teams/{team}/**": {}}, "must map metadata keys"),
+    ],
+)
+def test_bad_metadata_from_paths_rules_raise_config_error(
+    root: Path, rules: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FolderSource(root, metadata_from_paths=rules)
+
+
+def test_a_capture_matches_one_whole_segment_and_nothing_else(root: Path) -> None:
+    from ragflow.connectors.folder.read import PathMetadata
+
+    rules = PathMetadata({"/teams/{team}/*.md": {"team": "{team}"}, "**/drafts/**": {"draft": True}})
+    assert rules("teams/a.b-c d/x.md") == {"team": "a.b-c d"}
+    assert rules("teams/x.md") == {}  # {team} needs a segment of its own
+    assert rules("teams/a/b/x.md") == {}  # and one only
+    assert rules("other/teams/a/x.md") == {}  # '/' anchors at the root
+    assert rules("teams/a/drafts/x.md") == {"draft": True}
+    assert rules("teams/(a)/x.md") == {"team": "(a)"}
