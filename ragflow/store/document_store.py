@@ -1,0 +1,289 @@
+"""``DocumentStore``: the pipeline from sources to the index, built and run by the engine; its lifecycle
+(start, stop, a static run), retrieval, and the engine's callbacks that keep the document table and the
+checkpoints up to date. What the store reports is answered by ``reports``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..documents import DocumentSource, Embedder, Hit, Parser, Splitter, VectorIndex
+from ..engine import DiskCache, Engine, EpochReport, MemoryCache, UdfCache
+from ..errors import ConfigError
+from ..filters import compile_filter
+from ..persistence import (
+    CACHE_FILE,
+    CheckpointBatch,
+    Checkpointer,
+    OnIncompatible,
+    SourceState,
+    StateIdentity,
+    TolerantCache,
+    open_state,
+)
+from ..pipeline import DocumentFeed, IndexSink, build_pipeline
+from ..sources import position_scope
+from .document_table import DocumentTable
+from .parts import StoreParts
+from .reports import DocumentError, DocumentStatus, Progress, StoreReports
+from .restore import restore_checkpoint
+
+__all__ = ["DocumentStore"]
+
+log = logging.getLogger("ragflow.store")
+
+
+class DocumentStore:
+    """A live vector index over document sources.
+
+    The smallest program::
+
+        with DocumentStore(FolderSource("docs")) as store:
+            store.wait_until_fresh(60)
+            hits = store.retrieve("what is ragflow?", k=3)
+
+    Defaults: the parser for text/Markdown/HTML/PDF/JSON/CSV, a token splitter sized to the embedder's
+    input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search). Queries
+    are embedded by ``query_embedder``: by default a replica of the embedder when it has one (the local
+    model does: a second copy of its weights, ~90 MB), so a query never waits for an indexing batch.
+
+    With a ``state_dir``, the store survives restarts (docs/persistence.md): embeddings are cached on disk
+    there, and every ``checkpoint_interval`` seconds (and on ``stop``) the parsed documents and each
+    source's position are committed to ``state.sqlite`` in one transaction. The next store on that
+    directory loads them into the index at once and resumes each source from its position, so only what
+    changed while it was stopped is parsed and embedded. A state written for another embedding model or
+    parser/splitter is refused with a ``ConfigError`` (``IncompatibleStateError``), or emptied with
+    ``on_incompatible_state="rebuild"``; a damaged one is moved aside and rebuilt.
+    """
+
+    def __init__(
+        self,
+        sources: DocumentSource | Sequence[DocumentSource],
+        *,
+        parser: Parser | None = None,
+        splitter: Splitter | None = None,
+        embedder: Embedder | None = None,
+        index: VectorIndex | None = None,
+        state_dir: str | Path | None = None,
+        cache: UdfCache | None = None,
+        embed_batch_size: int = 8,
+        max_epoch_documents: int = 64,
+        checkpoint_interval: float = 1.0,
+        on_incompatible_state: OnIncompatible = "refuse",
+        query_embedder: Embedder | None = None,
+    ) -> None:
+        sources = [sources] if isinstance(sources, DocumentSource) else list(sources)
+        if not sources:
+            raise ConfigError("DocumentStore needs at least one source")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"source names must be unique, got {names}; pass name=... to tell them apart")
+        parts = StoreParts.resolve(
+            parser=parser, splitter=splitter, embedder=embedder, query_embedder=query_embedder, index=index
+        )
+        self.parser, self.splitter, self.index = parts.parser, parts.splitter, parts.index
+        self.embedder, self.query_embedder = parts.embedder, parts.query_embedder
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if checkpoint_interval <= 0:
+            raise ConfigError(
+                f"checkpoint_interval must be a positive number of seconds, got {checkpoint_interval}"
+            )
+        if cache is None:
+            cache = DiskCache(self.state_dir / CACHE_FILE) if self.state_dir else MemoryCache()
+        self.cache = cache
+        # an epoch holds at most this many document changes, so a large folder becomes searchable bit by bit
+        self.feeds = [DocumentFeed(source, snapshot_slice=max_epoch_documents) for source in sources]
+        self.engine = Engine(
+            max_epoch_changes=2 * max_epoch_documents, max_pending_changes=4 * max_epoch_documents
+        )
+        self._table = DocumentTable()
+        self._reports = StoreReports(self._table, self.feeds, self.engine)
+        self._listeners: list[Callable[[EpochReport], None]] = []
+        self._started_at: float | None = None
+        self._stream_sources = {feed.name for feed in self.feeds if position_scope(feed.source) == "stream"}
+        # a cache write that fails (full disk) must not stop indexing: restore re-checks the vectors
+        tolerant = TolerantCache(self.cache, self.state_dir / CACHE_FILE) if self.state_dir else None
+        self.pipeline = build_pipeline(
+            self.engine,
+            self.feeds,
+            self.parser,
+            self.splitter,
+            self._embed,
+            model_id=self.embedder.model_id,
+            embed_batch_size=embed_batch_size,
+            cache=tolerant if tolerant is not None else self.cache,
+            parser_id=parts.parser_id,
+        )
+        self.pipeline.embedded.sink(IndexSink(self.index))
+        self.pipeline.parsed.subscribe(self._table.on_parsed)
+        self.pipeline.chunks.subscribe(self._table.on_chunks)
+        self.engine.on_epoch(self._on_epoch)
+        self._checkpointer: Checkpointer | None = None
+        if self.state_dir is not None:
+            identity = StateIdentity(self.embedder.model_id, self.embedder.dim, parts.parser_id)
+            state, saved = open_state(self.state_dir, identity, on_incompatible_state)
+            # vectors first: a checkpoint's documents should find theirs in the cache
+            save_unsaved = tolerant.save_unsaved if tolerant is not None else None
+            self._checkpointer = Checkpointer(state, checkpoint_interval, before_write=save_unsaved)
+            try:
+                restore_checkpoint(
+                    saved,
+                    feeds=self.feeds,
+                    pipeline=self.pipeline,
+                    index=self.index,
+                    table=self._table,
+                    checkpointer=self._checkpointer,
+                    state_dir=self.state_dir,
+                )
+            except BaseException:
+                self._checkpointer.close()
+                raise
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> DocumentStore:
+        """Start syncing in background threads; returns at once (see ``wait_until_fresh``)."""
+        self._begin()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
+        self.engine.start("streaming")
+        return self
+
+    def run_static(self) -> None:
+        """Index the sources' current contents and return (no live updates). With a ``state_dir``, the
+        result is checkpointed and the directory released before this returns."""
+        self._begin()
+        try:
+            self.engine.run("static", handle_signals=False)
+        finally:
+            self._close_state()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop syncing; the index stays searchable. With a ``state_dir``, what was indexed is
+        checkpointed and the directory released (another store may open it)."""
+        self.engine.stop()
+        try:
+            self.engine.join(timeout)
+        finally:
+            self._close_state()
+
+    def __enter__(self) -> DocumentStore:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def wait_until_fresh(self, timeout: float | None = None) -> bool:
+        """Wait until every source has delivered its snapshot and everything it sent is searchable.
+        Returns False on timeout (or if the engine failed: see ``engine.failure``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for feed in self.feeds:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not feed.snapshot_done.wait(remaining):
+                return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.engine.wait_idle(remaining)
+
+    def on_update(self, callback: Callable[[EpochReport], None]) -> None:
+        """Call ``callback(report)`` after each epoch, once its changes are searchable."""
+        self._listeners.append(callback)
+
+    def _begin(self) -> None:
+        """What every run does first (``start``, ``run_static``): refuse a released state directory,
+        note the start time."""
+        if self._checkpointer is not None and self._checkpointer.closed:
+            raise ConfigError(
+                f"this DocumentStore has released its state directory {self.state_dir} (run_static or stop "
+                "ends a store with a state_dir); create a new DocumentStore on it to run again"
+            )
+        self._started_at = time.monotonic()
+
+    def _close_state(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def retrieve(
+        self,
+        query: str,
+        k: int = 3,
+        metadata_filter: str | None = None,
+        filepath_globpattern: str | None = None,
+    ) -> list[Hit]:
+        """The ``k`` chunks closest to ``query`` (ascending cosine distance) among those whose metadata
+        passes ``metadata_filter`` (JMESPath + ``globmatch``) and whose path matches the glob."""
+        if k < 1:
+            return []
+        predicate = compile_filter(metadata_filter, filepath_globpattern)
+        vector = self.query_embedder.embed([query])[0]
+        return self.index.search(vector, k, predicate)
+
+    def statistics(self) -> dict[str, int | None]:
+        """``file_count`` (documents indexed), ``last_modified`` (newest ``modified_at``) and
+        ``last_indexed`` (when the latest change became searchable), in Unix seconds."""
+        return self._reports.statistics()
+
+    def documents(self) -> list[DocumentStatus]:
+        """Every document the sources currently hold, indexed or not, sorted by id."""
+        return self._reports.documents()
+
+    def inputs(
+        self,
+        metadata_filter: str | None = None,
+        filepath_globpattern: str | None = None,
+        return_status: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Per-document metadata (Pathway's ``/v1/inputs``), optionally with ``_indexing_status``."""
+        return self._reports.inputs(compile_filter(metadata_filter, filepath_globpattern), return_status)
+
+    def errors(self) -> list[DocumentError]:
+        """Documents that could not be parsed, and chunks that could not be embedded."""
+        return self._reports.errors()
+
+    def progress(self) -> Progress:
+        """How far the initial indexing has got (documents and chunks)."""
+        elapsed = time.monotonic() - self._started_at if self._started_at is not None else 0.0
+        return self._reports.progress(elapsed)
+
+    def persistence_stats(self) -> dict[str, Any] | None:
+        """Checkpointing as it goes (``None`` without a ``state_dir``): ``last_checkpoint`` (Unix
+        seconds), ``checkpoints`` written since start, consecutive ``failures`` (a full disk), documents
+        changed since the last checkpoint (``pending_documents``) and ``write_seconds`` spent writing."""
+        return self._checkpointer.stats() if self._checkpointer is not None else None
+
+    def embedding_stats(self) -> dict[str, int]:
+        """How many chunk texts were embedded (``computed``) and how many came from the cache."""
+        stats = self.pipeline.embedded.node.stats()
+        return {"computed": stats["computed"], "cache_hits": stats["cache_hits"]}
+
+    # -- engine callbacks (engine thread) -------------------------------------------------------
+
+    def _embed(self, texts: list[str]) -> Any:
+        vectors = self.embedder.embed(texts)
+        self._table.count_embedded(len(texts))
+        return vectors
+
+    def _on_epoch(self, report: EpochReport) -> None:
+        changed = self._table.end_epoch(time.time(), bool(report.output_changes))
+        for feed in self.feeds:
+            changed |= feed.take_settled()
+        if self._checkpointer is not None:
+            # the epoch is complete here (index applied, vectors in the cache): a consistent cut
+            sources: dict[str, SourceState | None] = {
+                name: SourceState("stream", position)
+                for name, position in report.positions.items()
+                if name in self._stream_sources
+            }
+            self._checkpointer.add(CheckpointBatch(report.epoch, self._table.saved(changed), sources))
+        for listener in self._listeners:
+            try:
+                listener(report)
+            except Exception:
+                log.exception("on_update callback failed")

@@ -1,0 +1,186 @@
+"""What a ``DocumentStore`` tells about itself: the report types (``DocumentStatus``, ``DocumentError``,
+``Progress``) and ``StoreReports``, the queries that build them from the document table, the feeds and the
+engine (documents, inputs, errors and the chunks they belong to, progress, statistics)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine import Engine, RowError
+from ..filters import MetadataFilter
+from ..pipeline import DocumentFeed, chunk_id
+from .document_table import DocumentTable
+
+__all__ = ["DocumentError", "DocumentStatus", "Progress", "StoreReports"]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentStatus:
+    """Where one document stands: ``INGESTED`` (seen, not yet searchable), ``INDEXED`` or ``ERROR``."""
+
+    doc_id: str
+    metadata: dict[str, Any]
+    status: str
+    chunks: int
+    error: str | None
+    seen_at: float | None
+    indexed_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentError:
+    """A document (or one of its chunks) that could not be indexed, and why."""
+
+    doc_id: str
+    stage: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Initial-indexing progress: documents and chunks done out of those seen so far."""
+
+    documents_seen: int
+    documents_done: int
+    chunks_seen: int
+    chunks_embedded: int
+    elapsed: float
+    snapshot_complete: bool
+    documents_restored: int = 0
+    """Documents loaded from the state directory at start (counted in ``documents_done`` too)."""
+    chunks_restored: int = 0
+    """Their chunks: in the index without going through the pipeline in this run."""
+
+    @property
+    def chunk_rate(self) -> float:
+        return self.chunks_embedded / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left for the chunks seen so far (None until there is a rate)."""
+        rate = self.chunk_rate
+        return (self.chunks_seen - self.chunks_embedded) / rate if rate > 0 else None
+
+
+class StoreReports:
+    """The store's reporting queries; ``DocumentStore`` answers its own with them (any thread)."""
+
+    def __init__(self, table: DocumentTable, feeds: Sequence[DocumentFeed], engine: Engine) -> None:
+        self._table = table
+        self._feeds = feeds
+        self._engine = engine
+        self._owners_memo: tuple[tuple[frozenset[int], int], dict[int, tuple[str, str]]] | None = None
+
+    def statistics(self) -> dict[str, int | None]:
+        """See ``DocumentStore.statistics``."""
+        table = self._table
+        with table.lock:
+            docs = [d for d in table.docs.values() if d.outcome.error is None]
+            modified = [int(m) for d in docs if (m := d.row.metadata.get("modified_at")) is not None]
+            return {
+                "file_count": len(docs),
+                "last_modified": max(modified) if modified else None,
+                "last_indexed": int(table.last_indexed) if table.last_indexed is not None else None,
+            }
+
+    def documents(self) -> list[DocumentStatus]:
+        """See ``DocumentStore.documents``."""
+        statuses: dict[str, DocumentStatus] = {}
+        table = self._table
+        with table.lock:
+            for doc_id, doc in table.docs.items():
+                error = doc.outcome.error
+                statuses[doc_id] = DocumentStatus(
+                    doc_id,
+                    dict(doc.row.metadata),
+                    "ERROR" if error else "INDEXED",
+                    len(doc.outcome.chunks),
+                    error,
+                    _seconds(self._seen_ns(doc_id)),
+                    table.indexed_at.get(doc_id),
+                )
+            for feed in self._feeds:
+                for doc_id, row in list(feed.current.items()):
+                    if doc_id not in statuses or statuses[doc_id].metadata != dict(row.metadata):
+                        seen = _seconds(feed.seen_ns.get(doc_id))
+                        statuses[doc_id] = DocumentStatus(
+                            doc_id, dict(row.metadata), "INGESTED", 0, None, seen, None
+                        )
+        return [statuses[k] for k in sorted(statuses)]
+
+    def inputs(self, predicate: MetadataFilter | None, return_status: bool) -> list[dict[str, Any]]:
+        """See ``DocumentStore.inputs``; ``predicate``: its filters, compiled."""
+        result = []
+        for status in self.documents():
+            if predicate is not None and not predicate(status.metadata):
+                continue
+            entry = dict(status.metadata)
+            if return_status:
+                entry["_indexing_status"] = status.status
+                if status.error:
+                    entry["_error"] = status.error
+            result.append(entry)
+        return result
+
+    def errors(self) -> list[DocumentError]:
+        """See ``DocumentStore.errors``."""
+        found = [DocumentError(s.doc_id, "parse", s.error) for s in self.documents() if s.error is not None]
+        engine_errors = self._engine.current_errors()
+        owners = self._chunk_owners({e.key for e in engine_errors if isinstance(e.key, int)})
+        for error in engine_errors:
+            owner = owners.get(error.key) if isinstance(error.key, int) else None
+            if owner is None:
+                found.append(_engine_error(error))
+            else:  # a chunk's error is its document's, named by the chunk's place in it
+                doc_id, place = owner
+                found.append(DocumentError(doc_id, error.operator, f"{place}: {error.message}"))
+        return found
+
+    def progress(self, elapsed: float) -> Progress:
+        """See ``DocumentStore.progress``; ``elapsed``: seconds since the store started."""
+        seen = sum(len(feed.current) for feed in self._feeds)
+        table = self._table
+        with table.lock:
+            done = len(table.docs)
+            chunks_seen, embedded = table.chunks_seen, table.chunks_embedded
+        complete = all(feed.snapshot_done.is_set() for feed in self._feeds)
+        return Progress(seen, done, chunks_seen, embedded, elapsed, complete, *table.restored)
+
+    def _chunk_owners(self, chunk_ids: set[int]) -> dict[int, tuple[str, str]]:
+        """The document and place (``chunk N``, with its page) of each of ``chunk_ids`` (a chunk's key is a
+        digest of those, so the documents' chunks are searched; only done for chunks that have errors)."""
+        owners: dict[int, tuple[str, str]] = {}
+        if not chunk_ids:
+            return owners
+        memo_key = (frozenset(chunk_ids), self._engine.epoch)
+        if self._owners_memo is not None and self._owners_memo[0] == memo_key:
+            return self._owners_memo[1]  # /metrics and /v1/errors ask often; documents change per epoch
+        for doc_id, parsed in self._table.items():
+            for piece in parsed.outcome.chunks:
+                key = chunk_id(doc_id, piece.page_number, piece.ordinal)
+                if key in chunk_ids:
+                    page = f" (page {piece.page_number})" if piece.page_number is not None else ""
+                    owners[key] = (doc_id, f"chunk {piece.ordinal}{page}")
+            if len(owners) == len(chunk_ids):
+                break
+        self._owners_memo = (memo_key, owners)
+        return owners
+
+    def _seen_ns(self, doc_id: str) -> int | None:
+        for feed in self._feeds:
+            seen = feed.seen_ns.get(doc_id)  # one lookup: the source's thread may delete it meanwhile
+            if seen is not None:
+                return seen
+        return None
+
+
+def _seconds(ns: int | None) -> float | None:
+    return ns / 1e9 if ns is not None else None
+
+
+def _engine_error(error: RowError) -> DocumentError:
+    key = error.key
+    doc_id = str(key[0]) if isinstance(key, tuple) and key else str(key)
+    return DocumentError(doc_id, error.operator, error.message)
