@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ragflow import __version__
-from ragflow.cli import _index, _query, _serve, _status
+from ragflow.cli import _index, _publish, _query, _serve, _status
 from ragflow.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from ragflow.cli._output import say
 from ragflow.errors import ConfigError, RagflowError
@@ -25,7 +25,13 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-COMMANDS: dict[str, Command] = {"serve": _serve, "index": _index, "query": _query, "status": _status}
+COMMANDS: dict[str, Command] = {
+    "serve": _serve,
+    "index": _index,
+    "query": _query,
+    "status": _status,
+    "publish": _publish,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
