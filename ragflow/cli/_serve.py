@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"port to listen on (default: server.port, {DEFAULT_PORT})")
+    parser.add_argument("--tls-cert", help="PEM certificate to serve HTTPS with (default: server.tls_cert)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert (default: server.tls_key)")
     parser.add_argument(
         "--log-level",
         default="info",
@@ -58,11 +60,16 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     try:
         from ragflow.server import create_app, serve
+        from ragflow.server.app import tls_files
+        from ragflow.server.audit import AuditLog
+        from ragflow.server.auth import KeyRing
     except ImportError as exc:
         raise CommandError(
             f"`ragflow serve` needs the REST server (ragflow.server), which this installation lacks ({exc})"
         ) from None
-    host, port = config.server.host, config.server.port
+    host, port, server = config.server.host, config.server.port, config.server
+    tls = tls_files(args.tls_cert or server.tls_cert, args.tls_key or server.tls_key)
+    keys = KeyRing.from_config(server)  # key files are read now: a wrong path fails before the model loads
     _check_port_free(host, port)
     llm = config.llm_settings()
     sources = config.build_sources()
@@ -73,12 +80,18 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(
         store,
         uploads=uploads,  # type: ignore[arg-type]  # an UploadSource, found by entry point
-        api_key=config.server.api_key,
+        api_keys=keys.keys,
         llm=llm,
-        max_k=config.server.max_k,
-        max_request_bytes=config.server.max_request_bytes,
+        max_k=server.max_k,
+        max_request_bytes=server.max_request_bytes,
+        max_auth_failures=server.max_auth_failures,
+        auth_failure_window=server.auth_failure_window,
+        audit_log=AuditLog(server.audit_log, server.audit_log_max_bytes, server.audit_log_backups)
+        if server.audit_log
+        else None,
+        cors_origins=server.cors_origins,
     )
-    url = f"http://{host}:{port}"
+    url = f"{'https' if tls[0] else 'http'}://{host}:{port}"
     say(f"ragflow {__version__}: indexing {', '.join(source.name for source in sources)}")
     say(f"serving {url} (API reference at {url}/docs); stop with Ctrl-C or SIGTERM")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM before the server runs: stop cleanly
@@ -86,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store.start()
         watch.start()
-        serve(app, host, port)
+        serve(app, host, port, tls_cert=tls[0], tls_key=tls[1])
     except KeyboardInterrupt:
         pass
     except SystemExit as exc:  # uvicorn exits when it cannot start

@@ -3,20 +3,25 @@ persistence, and each source): their keys, defaults and the checks pydantic make
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic import field_validator as _field_validator
+from pydantic import model_validator as _model_validator
 
 from .problems import did_you_mean
 
 __all__ = [
     "DEFAULT_KINDS",
+    "MIN_KEY_LENGTH",
     "PLUGIN_SECTIONS",
     "SECTION_NAMES",
     "STATIC_SECTIONS",
+    "ApiKeyConfig",
     "EmbedderConfig",
     "IndexConfig",
+    "KeyScopeConfig",
     "LLMConfig",
     "ParserConfig",
     "PersistenceConfig",
@@ -104,17 +109,118 @@ class LLMConfig(Section):
     max_retries: int = Field(default=2, ge=0)
 
 
+MIN_KEY_LENGTH = 16
+"""The shortest secret a named API key may have (``secrets.token_urlsafe(32)`` makes a good one)."""
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class KeyScopeConfig(Section):
+    """What a scoped key may see and change: documents whose path matches ``filepath_globpattern`` and
+    whose metadata passes ``metadata_filter`` (both, when both are given), in the retrieve request's
+    filter language."""
+
+    filepath_globpattern: str | None = None
+    metadata_filter: str | None = None
+
+    @_model_validator(mode="after")
+    def _valid_filters(self) -> KeyScopeConfig:
+        from ..errors import FilterError
+        from ..filters import compile_filter
+
+        if not self.filepath_globpattern and not (self.metadata_filter or "").strip():
+            raise ValueError("a scope needs filepath_globpattern or metadata_filter (or leave scope out)")
+        try:
+            compile_filter(self.metadata_filter, self.filepath_globpattern)
+        except FilterError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class ApiKeyConfig(Section):
+    """One named API key: its secret (``key`` from ``${ENV}``, ``key_file``, or only its ``key_sha256``),
+    its role (``read`` < ``write`` < ``admin``, each allowed what the one before is) and an optional scope.
+
+    The secret is never echoed in an error message, and the server keeps only its SHA-256."""
+
+    name: str
+    """Names the key in logs, metrics and the audit log (never the secret)."""
+    key: Any = Field(default=None, repr=False)
+    """The secret, written as ``${ENV_NAME}`` so that the YAML holds no secret."""
+    key_file: str | None = None
+    """A file holding the secret (surrounding whitespace is ignored), e.g. a Docker or Kubernetes secret;
+    read when the server starts, relative to the working directory."""
+    key_sha256: str | None = Field(default=None, repr=False)
+    """The hex SHA-256 of the secret, for a server that should never hold the secret itself."""
+    role: Literal["read", "write", "admin"] = "read"
+    scope: KeyScopeConfig | None = None
+
+    @_model_validator(mode="after")
+    def _one_secret(self) -> ApiKeyConfig:
+        # Messages here never include the secret: value_message only masks keys named like api_key.
+        if not _KEY_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"key name {self.name!r} must be 1-64 letters, digits, '_', '.' or '-' (it appears in logs)"
+            )
+        given = [k for k in ("key", "key_file", "key_sha256") if getattr(self, k) not in (None, "")]
+        if len(given) != 1:
+            raise ValueError(
+                f"API key {self.name!r} needs exactly one of key (as ${{ENV_NAME}}), key_file or key_sha256, "
+                f"got {', '.join(given) or 'none'}"
+            )
+        if self.key not in (None, "") and (not isinstance(self.key, str) or len(self.key) < MIN_KEY_LENGTH):
+            raise ValueError(
+                f"API key {self.name!r}: the secret must be text of at least {MIN_KEY_LENGTH} characters; "
+                "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.key_sha256 is not None and not _SHA256.fullmatch(self.key_sha256):
+            raise ValueError(f"API key {self.name!r}: key_sha256 must be 64 hex digits")
+        if self.role == "admin" and self.scope is not None:
+            raise ValueError(
+                f"API key {self.name!r}: an admin key sees every document (metrics, errors), so it cannot "
+                "have a scope; give it role read or write"
+            )
+        return self
+
+
 class ServerConfig(Section):
     """The REST server."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: _Key = None
-    """When set (and not empty), requests must carry it (``Authorization: Bearer <key>``)."""
+    """When set (and not empty), requests must carry it (``Authorization: Bearer <key>``): one admin key
+    (named ``api_key``), next to any ``api_keys``."""
     max_k: int = Field(default=100, ge=1)
     """The most chunks one retrieval may ask for."""
     max_request_bytes: int = Field(default=10_000_000, ge=1024)
     """The largest request body accepted (uploads included)."""
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+    """Named keys with a role and an optional scope (docs/security.md)."""
+    max_auth_failures: int = Field(default=10, ge=1)
+    """Requests with a missing or wrong key one client may make within ``auth_failure_window`` seconds
+    before its further bad-key requests are answered 429 (requests with a good key always pass)."""
+    auth_failure_window: float = Field(default=60.0, gt=0)
+    audit_log: str | None = None
+    """A JSON-lines file recording every upload and delete (key name, document, time), rotated."""
+    audit_log_max_bytes: int = Field(default=10_000_000, ge=1024)
+    audit_log_backups: int = Field(default=5, ge=1)
+    tls_cert: str | None = None
+    """PEM certificate (chain) to serve HTTPS with; ``ragflow serve --tls-cert`` overrides."""
+    tls_key: str | None = None
+    """Its PEM private key; ``ragflow serve --tls-key`` overrides."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins a browser page may call the API from; empty (default) sends no CORS headers."""
+
+    @_model_validator(mode="after")
+    def _distinct_keys(self) -> ServerConfig:
+        names = [key.name for key in self.api_keys] + (["api_key"] if self.api_key else [])
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"API key names must be unique; repeated: {', '.join(repeated)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("HTTPS needs both tls_cert and tls_key (or neither)")
+        return self
 
 
 class PersistenceConfig(Section):

@@ -1,18 +1,23 @@
-"""ASGI middleware of the REST API: trailing-slash tolerance, API key, request size limit and request
-metrics. Plain ASGI (not ``BaseHTTPMiddleware``) so that streamed responses pass straight through."""
+"""ASGI middleware of the REST API: trailing-slash tolerance, API keys and roles, request size limit and
+request metrics. Plain ASGI (not ``BaseHTTPMiddleware``) so that streamed responses pass straight through."""
 
 from __future__ import annotations
 
-import hmac
+import logging
+import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .auth import AuthFailures, KeyRing
 from .errors import error_body
+from .roles import required_role
 
-__all__ = ["BodyTooLarge", "LimitBodySize", "RecordRequests", "RequireApiKey", "StripTrailingSlash"]
+__all__ = ["Authenticate", "BodyTooLarge", "LimitBodySize", "RecordRequests", "StripTrailingSlash"]
+
+log = logging.getLogger("ragflow.server.auth")
 
 
 async def _send_error(
@@ -40,35 +45,86 @@ class StripTrailingSlash:
         await self.app(scope, receive, send)
 
 
-class RequireApiKey:
-    """Refuse requests without ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401), except on
-    ``open_paths`` (health checks)."""
+class Authenticate:
+    """Who is calling, and may they: the key (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``) is
+    looked up in ``keys``; no or an unknown key is a 401, a known key below the route's role
+    (``roles.ROUTE_ROLES``) a 403 naming the role needed, and a client's bad-key requests beyond
+    ``failures``' limit a 429 with ``Retry-After``. Each refusal goes to ``refused(reason)`` and the log,
+    never with the secret. The caller's ``ApiKey`` is left in ``request.state.api_key`` for the routes.
 
-    def __init__(self, app: ASGIApp, api_key: str | None, open_paths: Collection[str] = ()) -> None:
+    Without keys every request passes (the server is open; it listens on 127.0.0.1 by default)."""
+
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing, failures: AuthFailures, refused: Callable[[str], None]
+    ) -> None:
         self.app = app
-        self.key = api_key.encode() if api_key else None
-        self.open_paths = frozenset(open_paths)
+        self.keys = keys
+        self.failures = failures
+        self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is None or scope["type"] != "http" or scope["path"] in self.open_paths:
+        if not self.keys or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-api-key")
-        authorization = headers.get(b"authorization", b"")
-        if given is None and authorization[:7].lower() == b"bearer ":
-            given = authorization[7:].strip()
-        if given is not None and hmac.compare_digest(given, self.key):
+        given = _given_key(scope)
+        key = self.keys.find(given) if given is not None else None
+        if key is not None:
+            scope.setdefault("state", {})["api_key"] = key
+        needed = required_role(scope["app"].router.routes, scope)
+        if needed is None or (key is not None and key.role >= needed):
             await self.app(scope, receive, send)
             return
-        reason = "no API key was given" if given is None else "the API key is wrong"
+        client = _client(scope)
+        where = f"{scope['method']} {scope['path']} from {client}"
+        if key is not None:
+            self._refuse("wrong_role", f"key {key.name!r} (role {key.role.label}) refused {where}")
+            message = (
+                f"this endpoint needs an API key with role {needed.label!r} or higher; "
+                f"key {key.name!r} has role {key.role.label!r}"
+            )
+            await _send_error(send, 403, message, "permission_error")
+            return
+        retry = self.failures.retry_after(client)
+        if retry is not None:
+            self.refused("rate_limited")
+            message = f"too many requests with a wrong API key from {client}; retry in {math.ceil(retry)} s"
+            await _send_error(send, 429, message, "rate_limited", {"Retry-After": str(math.ceil(retry))})
+            return
+        reason = "no_key" if given is None else "unknown_key"
+        self._refuse(reason, f"{'no' if given is None else 'an unknown'} API key: refused {where}")
+        if self.failures.record(client):
+            log.warning(
+                "%s made %d requests with a wrong or no API key within %g s; its further ones get 429",
+                client,
+                self.failures.limit,
+                self.failures.window,
+            )
+        text = "no API key was given" if given is None else "the API key is wrong"
         await _send_error(
             send,
             401,
-            f"{reason}: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            f"{text}: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             "authentication_error",
             {"WWW-Authenticate": "Bearer"},
         )
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.refused(reason)
+        log.info("auth: %s", message)
+
+
+def _given_key(scope: Scope) -> bytes | None:
+    headers = dict(scope["headers"])
+    given = headers.get(b"x-api-key")
+    authorization = headers.get(b"authorization", b"")
+    if given is None and authorization[:7].lower() == b"bearer ":
+        given = authorization[7:].strip()
+    return given
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 class BodyTooLarge(HTTPException):

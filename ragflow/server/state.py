@@ -15,9 +15,11 @@ from ragflow.documents import DocumentChange
 from ragflow.engine import EpochReport
 from ragflow.store import DocumentStore
 
+from .audit import AuditLog
+from .auth import ApiKey, KeyRing
 from .metrics import ServerMetrics
 
-__all__ = ["OPEN_PATHS", "ServerState", "Uploads", "state_of"]
+__all__ = ["OPEN_PATHS", "ServerState", "Uploads", "caller_of", "state_of"]
 
 OPEN_PATHS = ("/healthz", "/readyz")
 """Paths that answer without the API key (load balancers and orchestrators probe them)."""
@@ -48,6 +50,11 @@ class ServerState:
     max_k: int
     owns_store: bool = False
     """Set by ``serve``: start the store with the server if needed, stop it on shutdown."""
+    keys: KeyRing = field(default_factory=lambda: KeyRing(()))
+    """The keys requests need (none: the server is open)."""
+    audit_log: AuditLog | None = None
+    refused: Callable[[str], None] = lambda reason: None
+    """Counts a refusal in ``/metrics`` by its reason."""
     _ready: bool = field(default=False, init=False)
     _epochs: int = field(default=0, init=False)
     _updated: threading.Condition = field(default_factory=threading.Condition, init=False)
@@ -82,3 +89,9 @@ def state_of(request: Request) -> ServerState:
     """The state of the app serving ``request`` (``app.state.ragflow``)."""
     state: ServerState = request.app.state.ragflow
     return state
+
+
+def caller_of(request: Request) -> ApiKey | None:
+    """The key ``request`` came with (``None``: no key, on an open server or an open path)."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    return key

@@ -1,0 +1,61 @@
+"""The role each route needs, in one table: a route the table does not name needs ``admin`` (so a new
+endpoint is closed until someone decides), and tests/server/test_roles.py fails for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope as AsgiScope
+
+from .auth import Role
+
+__all__ = ["OPEN", "ROUTE_ROLES", "required_role"]
+
+OPEN = None
+"""No key needed (health checks, which load balancers and orchestrators probe)."""
+
+_READ_BOTH = ("GET", "POST")
+
+ROUTE_ROLES: Mapping[tuple[str, str], Role | None] = {
+    **{
+        (method, path): Role.READ
+        for path in (
+            "/v1/retrieve",
+            "/v1/statistics",
+            "/v1/inputs",
+            "/v2/list_documents",
+            "/v1/pw_list_documents",
+        )
+        for method in _READ_BOTH
+    },
+    ("POST", "/v2/answer"): Role.READ,
+    ("POST", "/v1/pw_ai_answer"): Role.READ,
+    ("POST", "/v2/summarize"): Role.READ,
+    ("POST", "/v1/pw_ai_summary"): Role.READ,
+    ("POST", "/v1/chat/completions"): Role.READ,
+    ("GET", "/v1/models"): Role.READ,
+    ("GET", "/v1/errors"): Role.READ,  # a scoped key sees the errors of its scope's documents only
+    ("GET", "/_schema"): Role.READ,
+    ("GET", "/openapi.json"): Role.READ,
+    ("GET", "/docs"): Role.READ,
+    ("GET", "/docs/oauth2-redirect"): Role.READ,
+    ("GET", "/redoc"): Role.READ,
+    ("POST", "/v1/documents"): Role.WRITE,
+    ("DELETE", "/v1/documents/{doc_id:path}"): Role.WRITE,
+    ("GET", "/metrics"): Role.ADMIN,
+    ("GET", "/healthz"): OPEN,
+    ("GET", "/readyz"): OPEN,
+}
+"""``(method, route path template) -> role`` (``OPEN``: no key). ``HEAD`` is looked up as ``GET``."""
+
+
+def required_role(routes: list[BaseRoute], scope: AsgiScope) -> Role | None:
+    """The role a request needs: its route's, ``admin`` for a route the table lacks, and ``read`` when no
+    route matches (any valid key then gets the router's 404 or 405)."""
+    method = "GET" if scope["method"] == "HEAD" else scope["method"]
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return ROUTE_ROLES.get((method, getattr(route, "path", "")), Role.ADMIN)
+    return Role.READ
