@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jmespath
@@ -14,12 +14,12 @@ from jmespath import exceptions as jmespath_errors
 from jmespath import functions as jmespath_functions
 from jmespath.visitor import TreeInterpreter
 
-from ragflow.errors import FilterError
+from ragflow.errors import ConfigError, FilterError
 
 if TYPE_CHECKING:
     from jmespath.visitor import _TreeNode as _Node
 
-__all__ = ["MetadataFilter", "compile_filter", "glob_to_regex", "globmatch"]
+__all__ = ["MetadataFilter", "compile_filter", "glob_patterns", "glob_to_regex", "globmatch"]
 
 _Evaluator = Callable[[Any], Any]
 
@@ -110,6 +110,26 @@ def globmatch(pattern: str, path: str) -> bool:
         False
     """
     return glob_to_regex(pattern).fullmatch(path) is not None
+
+
+def glob_patterns(owner: str, option: str, value: str | Sequence[str]) -> tuple[str, ...]:
+    """The glob patterns of ``owner``'s ``option`` (a source's ``include``/``exclude``), checked.
+
+    A bare string is taken as one pattern (iterating it would give one-letter patterns).
+
+    Raises:
+        ConfigError: a pattern is empty, not a string or not a valid glob; the message names ``owner``
+            and ``option``.
+    """
+    patterns = (value,) if isinstance(value, str) else tuple(value)
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"{owner} {option} patterns must be non-empty strings, got {pattern!r}")
+        try:
+            glob_to_regex(pattern)
+        except FilterError as exc:
+            raise ConfigError(f"{owner} {option}: {exc}") from exc
+    return patterns
 
 
 class _RagflowFunctions(jmespath_functions.Functions):
