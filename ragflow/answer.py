@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .documents import Hit
 from .errors import ConfigError, LLMError
+from .parsers import LOCATION_FIELDS
 
 if TYPE_CHECKING:
     import openai
@@ -93,6 +94,9 @@ class Citation:
     end: int | None
     text: str
     dist: float
+    location: Mapping[str, Any] = field(default_factory=dict)
+    """Where inside the document the passage is, as its parser says (``slide``, ``sheet`` and ``rows``,
+    ``section``, ``cell``, ``chapter``, ``attachment``...: ragflow.parsers.LOCATION_FIELDS)."""
 
     @classmethod
     def of(cls, number: int, hit: Hit) -> Citation:
@@ -106,6 +110,7 @@ class Citation:
             _optional_int(meta.get("end")),
             hit.text,
             float(hit.dist),
+            _location(meta),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +123,7 @@ class Citation:
             "end": self.end,
             "text": self.text,
             "dist": self.dist,
+            "location": dict(self.location),
         }
 
 
@@ -384,8 +390,13 @@ def _messages(question: str, hits: Sequence[Hit], history: Sequence[ChatTurn]) -
 
 def _source_label(hit: Hit) -> str:
     label = str(hit.metadata.get("path") or hit.metadata.get("doc_id") or "unknown")
-    page = hit.metadata.get("page_number")
-    return f"{label} (page {page})" if page is not None else label
+    location = _location(hit.metadata).items()
+    where = ", ".join(f"{key.removesuffix('_number').replace('_', ' ')} {value}" for key, value in location)
+    return f"{label} ({where})" if where else label
+
+
+def _location(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: metadata[key] for key in LOCATION_FIELDS if metadata.get(key) is not None}
 
 
 def extractive_answer(question: str, hits: Sequence[Hit], max_sentences: int = 3) -> Answer:

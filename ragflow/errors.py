@@ -4,6 +4,7 @@ RagflowError
 ├── ConfigError        a wrong configuration value or key
 ├── SourceError        a source cannot read its system
 ├── ParseError         one document cannot be parsed (recorded per document)
+│   └── IncompleteParse  part of a document cannot be parsed; the rest is indexed, the reason recorded
 ├── EmbedError         an embedder failed on a batch
 ├── IndexStoreError    a vector index operation failed (named to avoid the builtin IndexError)
 ├── FilterError        a metadata filter or glob pattern is invalid
@@ -13,11 +14,17 @@ RagflowError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .documents import TextUnit
+
 __all__ = [
     "ConfigError",
     "EmbedError",
     "EngineError",
     "FilterError",
+    "IncompleteParse",
     "IndexStoreError",
     "LLMError",
     "ParseError",
@@ -41,6 +48,15 @@ class SourceError(RagflowError):
 
 class ParseError(RagflowError):
     """A document cannot be turned into text; recorded for that document only."""
+
+
+class IncompleteParse(ParseError):
+    """Part of a document cannot be read (a scanned page without OCR, a sheet cut at a limit): ``units``
+    holds what could be, which is indexed, and the message is recorded as the document's error."""
+
+    def __init__(self, message: str, units: list[TextUnit]) -> None:
+        super().__init__(message)
+        self.units = units
 
 
 class EmbedError(RagflowError):

@@ -27,9 +27,18 @@ from .documents import (
 from .engine import Change, Engine, FrozenDict, MemoryCache, Table, UdfCache, content_key
 from .engine.io import Mode, Push
 from .engine.udf import BatchedUdfNode
-from .errors import ParseError
+from .errors import IncompleteParse, ParseError
 
-__all__ = ["ChunkRow", "DocRow", "DocumentFeed", "EmbeddedChunk", "IndexSink", "ParsedDoc", "build_pipeline"]
+__all__ = [
+    "ChunkRow",
+    "DocRow",
+    "DocumentFeed",
+    "EmbeddedChunk",
+    "IndexSink",
+    "ParsedDoc",
+    "build_pipeline",
+    "chunk_keys",
+]
 
 log = logging.getLogger("ragflow.pipeline")
 
@@ -74,6 +83,9 @@ class ChunkPiece:
     ordinal: int
     n_tokens: int
     page_number: int | None = None
+    location: FrozenDict | None = None
+    """The fields its unit adds to the document's metadata to say where it is (``slide``, ``sheet``,
+    ``section``...; ``page_number`` is apart), merged into the chunk's own fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +119,30 @@ class EmbeddedChunk:
     vector: npt.NDArray[np.float32] = field(compare=False, hash=False, repr=False)
 
 
-def chunk_id(doc_id: str, page: int | None, ordinal: int) -> int:
-    """A stable 63-bit id for the ``ordinal``-th chunk of a document page."""
+def chunk_id(doc_id: str, page: Any, ordinal: int) -> int:
+    """A stable 63-bit id for the ``ordinal``-th chunk of a document page (or other unit: ``page`` is
+    then the unit's key, see ``chunk_keys``)."""
     digest = hashlib.blake2b(f"{doc_id}\x00{page}\x00{ordinal}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def chunk_keys(doc_id: str, pieces: Iterable[ChunkPiece]) -> list[int]:
+    """The ids of a document's chunks. A unit is named by its page number (PDF, ids as they always were)
+    or by its location fields (``slide=3``), so that editing one slide keeps the ids of the others; a
+    location that repeats (two sections with the same heading) is told apart by its occurrence."""
+    keys = []
+    seen: dict[Any, int] = {}
+    unit: Any = None
+    for piece in pieces:
+        if piece.ordinal == 0 or unit is None:  # the splitter numbers each unit's chunks from 0
+            unit = piece.page_number
+            if piece.location:
+                unit = "\x1f".join(f"{k}={v}" for k, v in sorted({**piece.location, "page": unit}.items()))
+            occurrence = seen[unit] = seen.get(unit, -1) + 1
+            if occurrence:
+                unit = f"{unit}#{occurrence}"
+        keys.append(chunk_id(doc_id, unit, piece.ordinal))
+    return keys
 
 
 class DocumentFeed:
@@ -136,6 +168,8 @@ class DocumentFeed:
         self._unsettled: set[str] = set()  # resubmitted documents the source has not sent a change for
         self._settled: set[str] = set()  # ... and those it has, since the last ``take_settled``
         self.snapshot_done = threading.Event()
+        self.before_push: Callable[[Any], None] | None = None
+        """Told each push's position just before the push (the store follows pushes with it)."""
         self.current: dict[str, DocRow] = {}
         self.seen_ns: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -146,6 +180,8 @@ class DocumentFeed:
             for group in _slices(changes, size):
                 deltas = self._deltas(group)
                 if deltas:
+                    if self.before_push is not None:
+                        self.before_push(group[-1].position)
                     push(deltas, group[-1].position)
             if snapshot_done:
                 self.snapshot_done.set()
@@ -270,19 +306,26 @@ def _parse_one(parser: Parser, splitter: Splitter, row: DocRow) -> ParseOutcome:
             error=f"content of {row.doc_id!r} is not available (internal: insertion without data)"
         )
     try:
-        units = parser.parse(row.data, row.metadata)
+        try:
+            units, warning = parser.parse(row.data, row.metadata), None
+        except IncompleteParse as exc:  # what could be read is indexed; the rest is the document's error
+            units, warning = exc.units, str(exc)
         pieces = []
         for unit in units:
             page = unit.metadata.get("page_number")
+            location = _location(unit.metadata, row.metadata)
             for chunk in splitter.split(unit.text):
                 pieces.append(
-                    ChunkPiece(chunk.text, chunk.start, chunk.end, chunk.ordinal, chunk.n_tokens, page)
+                    ChunkPiece(
+                        chunk.text, chunk.start, chunk.end, chunk.ordinal, chunk.n_tokens, page, location
+                    )
                 )
         if not pieces:
             return ParseOutcome(
-                error=f"{row.doc_id!r} has no text to index (an empty file, or a PDF without a text layer)"
+                error=warning
+                or f"{row.doc_id!r} has no text to index (an empty file, or a PDF without a text layer)"
             )
-        return ParseOutcome(tuple(pieces))
+        return ParseOutcome(tuple(pieces), warning)
     except ParseError as exc:
         return ParseOutcome(error=str(exc))
     except Exception as exc:  # a parser bug must not stop other documents
@@ -290,14 +333,22 @@ def _parse_one(parser: Parser, splitter: Splitter, row: DocRow) -> ParseOutcome:
         return ParseOutcome(error=f"parser failed on {row.doc_id!r}: {type(exc).__name__}: {exc}")
 
 
+def _location(unit: Mapping[str, Any], document: Mapping[str, Any]) -> FrozenDict | None:
+    """The fields a parser added to a unit's metadata (other than ``page_number``), or ``None``."""
+    added = {k: v for k, v in unit.items() if k != "page_number" and (k not in document or document[k] != v)}
+    return _frozen(added) if added else None
+
+
 def _chunks_of(doc_id: Any, parsed: ParsedDoc) -> list[tuple[int, ChunkRow]]:
     out = []
     metadata = parsed.row.metadata
-    for piece in parsed.outcome.chunks:
+    pieces = parsed.outcome.chunks
+    for key, piece in zip(chunk_keys(doc_id, pieces), pieces, strict=True):
         extra = FrozenDict(start=piece.start, end=piece.end, chunk_ordinal=piece.ordinal)
         if piece.page_number is not None:
             extra = extra.replace(page_number=piece.page_number)
-        key = chunk_id(doc_id, piece.page_number, piece.ordinal)
+        if piece.location:
+            extra = extra.replace(**piece.location)
         out.append((key, ChunkRow(doc_id, piece.text, metadata, extra)))
     return out
 

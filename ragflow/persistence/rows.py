@@ -23,7 +23,9 @@ def _checksum(*parts: bytes) -> bytes:
 def document_row(saved: SavedDocument) -> tuple[str, str, int, int, bytes, bytes]:
     """``saved`` as a ``documents`` row: doc_id, source, chunks, positioned, body, checksum."""
     row, outcome = saved.doc.row, saved.doc.outcome
-    chunks = tuple((c.text, c.start, c.end, c.ordinal, c.n_tokens, c.page_number) for c in outcome.chunks)
+    chunks = tuple(
+        (c.text, c.start, c.end, c.ordinal, c.n_tokens, c.page_number, c.location) for c in outcome.chunks
+    )
     fields = (row.digest, row.metadata, row.error, outcome.error, chunks, saved.indexed_at)
     try:
         body = pickle.dumps((*fields, row.position), protocol=5)

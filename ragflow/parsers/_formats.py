@@ -1,0 +1,179 @@
+"""Which format a document is in: by its content first (a PDF signature, a zip archive's known member, an
+OLE2 container, an image signature), then by its suffix, then by sniffing text."""
+
+from __future__ import annotations
+
+import enum
+import io
+import re
+import zipfile
+from pathlib import PurePosixPath
+
+__all__ = ["OFFICE_FORMATS", "DocumentFormat", "detect_format"]
+
+
+class DocumentFormat(enum.Enum):
+    """The formats ``DefaultParser`` reads (docs/formats.md says what it takes from each)."""
+
+    TEXT = "text"
+    """Plain text, Markdown, reStructuredText: any file that decodes as text."""
+    HTML = "html"
+    """HTML: only the visible text is kept, paragraphs become blank-line separated."""
+    PDF = "pdf"
+    """PDF: one unit per page that has text, with ``page_number`` (1-based) in its metadata."""
+    JSON = "json"
+    """JSON (or JSON Lines): re-indented for reading; the items of a top-level list become paragraphs."""
+    CSV = "csv"
+    """CSV or TSV: one line per row, each value labelled with its column header."""
+    DOCX = "docx"
+    """Word: one unit per section under a heading, with the heading path as ``section``."""
+    PPTX = "pptx"
+    """PowerPoint: one unit per slide (``slide``, ``slide_title``), speaker notes included."""
+    XLSX = "xlsx"
+    """Excel: one unit per block of rows of a sheet (``sheet``, ``rows``), cells as header: value pairs."""
+    EMAIL = "email"
+    """One e-mail message (.eml): headers as metadata, the body, and its attachments parsed."""
+    MBOX = "mbox"
+    """A mailbox of messages (.mbox), each read as an e-mail with its ``message`` number."""
+    NOTEBOOK = "notebook"
+    """A Jupyter notebook: one unit per cell (``cell``), text outputs included."""
+    EPUB = "epub"
+    """An e-book: one unit per chapter in reading order (``chapter``)."""
+    CODE = "code"
+    """Source code: Python split at top-level definitions (``symbol``, ``lines``), other languages whole."""
+    IMAGE = "image"
+    """A picture (.png, .jpg, .tiff...): its text by OCR, with the ``ocr`` extra."""
+    OLE = "ole"
+    """An OLE2 container: a password-protected Office file or a legacy .doc/.xls/.ppt, refused clearly."""
+    ZIP = "zip"
+    """A zip archive that is none of the above (or a truncated Office file), refused clearly."""
+
+
+OFFICE_FORMATS = {
+    DocumentFormat.DOCX: "Word document",
+    DocumentFormat.PPTX: "PowerPoint presentation",
+    DocumentFormat.XLSX: "Excel workbook",
+    DocumentFormat.EPUB: "EPUB e-book",
+}
+
+_SUFFIXES = {
+    ".pdf": DocumentFormat.PDF,
+    ".html": DocumentFormat.HTML,
+    ".htm": DocumentFormat.HTML,
+    ".xhtml": DocumentFormat.HTML,
+    ".shtml": DocumentFormat.HTML,
+    ".json": DocumentFormat.JSON,
+    ".jsonl": DocumentFormat.JSON,
+    ".ndjson": DocumentFormat.JSON,
+    ".csv": DocumentFormat.CSV,
+    ".tsv": DocumentFormat.CSV,
+    ".docx": DocumentFormat.DOCX,
+    ".docm": DocumentFormat.DOCX,
+    ".pptx": DocumentFormat.PPTX,
+    ".pptm": DocumentFormat.PPTX,
+    ".xlsx": DocumentFormat.XLSX,
+    ".xlsm": DocumentFormat.XLSX,
+    ".eml": DocumentFormat.EMAIL,
+    ".mbox": DocumentFormat.MBOX,
+    ".ipynb": DocumentFormat.NOTEBOOK,
+    ".epub": DocumentFormat.EPUB,
+    ".png": DocumentFormat.IMAGE,
+    ".jpg": DocumentFormat.IMAGE,
+    ".jpeg": DocumentFormat.IMAGE,
+    ".tif": DocumentFormat.IMAGE,
+    ".tiff": DocumentFormat.IMAGE,
+    ".bmp": DocumentFormat.IMAGE,
+    ".gif": DocumentFormat.IMAGE,
+    ".webp": DocumentFormat.IMAGE,
+    ".doc": DocumentFormat.OLE,
+    ".xls": DocumentFormat.OLE,
+    ".ppt": DocumentFormat.OLE,
+    ".msg": DocumentFormat.OLE,
+}
+CODE_SUFFIXES = frozenset(
+    {
+        ".py", ".pyi", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx", ".go", ".rs", ".java", ".kt", ".scala",
+        ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".cs", ".rb", ".php", ".swift", ".sh", ".bash", ".zsh",
+        ".sql", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".r", ".lua", ".pl", ".dockerfile",
+    }
+)  # fmt: skip
+# Files with these suffixes are text even when they start like HTML (Markdown may embed HTML).
+_TEXT_SUFFIXES = frozenset(
+    {".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".org", ".tex", ".log", ".xml"}
+)
+_HTML_START = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.I | re.S
+)
+_ZIP_MEMBERS = (
+    ("word/document.xml", DocumentFormat.DOCX),
+    ("ppt/presentation.xml", DocumentFormat.PPTX),
+    ("xl/workbook.xml", DocumentFormat.XLSX),
+    ("META-INF/container.xml", DocumentFormat.EPUB),
+)
+_OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_IMAGE_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"II*\x00",
+    b"MM\x00*",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+)
+_EMAIL_HEADER = re.compile(
+    rb"\A(?:(?:Received|Return-Path|From|To|Subject|Date|Message-ID|MIME-Version|Delivered-To|X-[\w-]+)"
+    rb":[^\n]*\r?\n(?:[ \t][^\n]*\r?\n)*){3}",
+    re.I,
+)
+_MBOX_START = re.compile(rb"\AFrom \S+[^\n]*\d{4}\r?\n")
+
+
+def detect_format(path: str, data: bytes) -> DocumentFormat:
+    """The format of a document: by signature (PDF, zip with a known member, OLE2, images), else by
+    suffix, else e-mail or mailbox if it starts with mail headers, else HTML if it starts like an HTML
+    page, else text.
+
+    Example:
+        >>> detect_format("report.pdf", b"%PDF-1.7 ...").value
+        'pdf'
+    """
+    suffix = PurePosixPath(path).suffix.lower()
+    if data.startswith(b"%PDF-"):
+        return DocumentFormat.PDF
+    if data.startswith(b"PK\x03\x04"):
+        found = _zip_format(data)
+        if found is not None:
+            return found
+        if suffix in _SUFFIXES and _SUFFIXES[suffix] in OFFICE_FORMATS:
+            return DocumentFormat.ZIP  # a damaged Office file: refused as such, not as "binary"
+    if data.startswith(_OLE_SIGNATURE):
+        return DocumentFormat.OLE
+    if data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return DocumentFormat.IMAGE
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    if suffix in CODE_SUFFIXES:
+        return DocumentFormat.CODE
+    if suffix not in _TEXT_SUFFIXES:
+        head = data[:4096]
+        if _MBOX_START.match(head):
+            return DocumentFormat.MBOX
+        if _EMAIL_HEADER.match(head):
+            return DocumentFormat.EMAIL
+        if _HTML_START.match(data[: 64 * 1024]):
+            return DocumentFormat.HTML
+    return DocumentFormat.TEXT
+
+
+def _zip_format(data: bytes) -> DocumentFormat | None:
+    """The Office or e-book format a zip archive holds, by its members; ``None`` for another zip or
+    one whose directory cannot be read (truncated)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    for member, found in _ZIP_MEMBERS:
+        if member in names:
+            return found
+    return DocumentFormat.ZIP
