@@ -35,7 +35,12 @@ class Block:
     gids: IntArray
     texts: list[StoredText]
     hnsw: Any = None
-    """An ``IndexHNSWFlat`` over all rows, set once when the block is full and its graph is built."""
+    """An HNSW graph over all rows (``IndexHNSWFlat``, or ``IndexHNSWSQ`` over compact codes), set once
+    when the block is full and its graph is built."""
+    codes: Any = None
+    """Compact vectors only: an ``IndexScalarQuantizer`` holding the rows as float16 or 8-bit codes, set
+    once the block is full; ``vectors`` is then a read-only memory map of the full-precision rows, read
+    only to re-rank candidates."""
 
     @property
     def capacity(self) -> int:

@@ -1,51 +1,62 @@
-"""The faiss index's file: what a snapshot saves (a versioned pickle of its blocks, bitmaps, groups and
-graphs), written atomically and durably, and read back into a new writer, block by block."""
+"""The faiss index's file: what a snapshot saves (each block's rows, bitmap, HNSW graph and compact codes,
+and the metadata groups), written atomically and durably, and read back into a new writer, block by block.
+
+Layout: a magic line, then raw sections (vectors, serialized graphs and codes), then a pickled header that
+says where each section is (with a CRC-32 of every graph and codes section), then the header's offset and
+the magic again. Raw vectors can thus be memory-mapped in place, and a damaged graph is found before use.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import pickle
+import struct
 import tempfile
-from typing import Any
+import zlib
+from typing import IO, Any
 
 import faiss
 import numpy as np
 
 from ragflow.errors import IndexStoreError
 
-from ._blocks import INITIAL_TAIL_ROWS, IntArray, Snapshot, ceil8, live_rows
+from ._blocks import INITIAL_TAIL_ROWS, Block, BlockView, IntArray, Snapshot, ceil8, live_rows
+from ._compact import VectorFormat, codes_fit, flat_rows, graph_fits, graph_storage
 from ._groups import MetadataGroups
 from ._transactions import BlockWriter, Transaction
 
-FORMAT = "ragflow-faiss/1"
+FORMAT = "ragflow-faiss/2"
+_FORMAT_1 = "ragflow-faiss/1"
+_MAGIC = b"RAGFLOW-FAISS-2\n"
+_TRAILER = struct.Struct("<Q16s")
+_ALIGN = 64
+
+_log = logging.getLogger(__package__)
+
+Section = tuple[int, int, int]
+"""Where a section is: offset, length in bytes, CRC-32."""
 
 
 def save_snapshot(snapshot: Snapshot, dim: int, block_size: int, path: str) -> None:
     """Write ``snapshot`` to one file, atomically (a reader of ``path`` sees old or new)."""
-    payload = {
-        "format": FORMAT,
-        "dim": dim,
-        "block_size": block_size,
-        "groups": list(itertools.islice(snapshot.groups, snapshot.n_groups)),
-        "blocks": [
-            {
-                "vectors": view.block.vectors[: view.used],
-                "ids": view.block.ids[: view.used],
-                "gids": view.block.gids[: view.used],
-                "texts": view.block.texts[: view.used],
-                "live": view.live[: (view.used + 7) // 8],
-                "hnsw": faiss.serialize_index(view.block.hnsw) if view.block.hnsw is not None else None,
-            }
-            for view in snapshot.views
-        ],
-    }
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
-                pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(_MAGIC)
+                header = {
+                    "format": FORMAT,
+                    "dim": dim,
+                    "block_size": block_size,
+                    "groups": list(itertools.islice(snapshot.groups, snapshot.n_groups)),
+                    "blocks": [_save_block(out, view) for view in snapshot.views],
+                }
+                offset = out.tell()
+                pickle.dump(header, out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(_TRAILER.pack(offset, _MAGIC))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
@@ -57,9 +68,38 @@ def save_snapshot(snapshot: Snapshot, dim: int, block_size: int, path: str) -> N
         raise IndexStoreError(f"cannot save the index to {path!r}: {error}") from error
 
 
-def load_snapshot(path: str, writer: BlockWriter, keep_graphs: bool) -> tuple[Snapshot, MetadataGroups]:
+def _save_block(out: IO[bytes], view: BlockView) -> dict[str, Any]:
+    block, used = view.block, view.used
+    graph, codes = block.hnsw, block.codes
+    return {
+        "ids": block.ids[:used],
+        "gids": block.gids[:used],
+        "texts": block.texts[:used],
+        "live": view.live[: (used + 7) // 8],
+        "vectors": _write_section(out, np.ascontiguousarray(block.vectors[:used])),
+        "graph": _write_section(out, faiss.serialize_index(graph)) if graph is not None else None,
+        # A compact block with a graph keeps its codes inside the graph.
+        "codes": _write_section(out, faiss.serialize_index(codes))
+        if codes is not None and graph is None
+        else None,
+    }
+
+
+def _write_section(out: IO[bytes], data: np.ndarray[Any, Any]) -> Section:
+    out.write(b"\0" * (-out.tell() % _ALIGN))
+    offset = out.tell()
+    view = memoryview(data.data).cast("B")
+    out.write(view)
+    return offset, len(view), zlib.crc32(view)
+
+
+def load_snapshot(
+    path: str, writer: BlockWriter, vectors: VectorFormat, keep_graphs: bool
+) -> tuple[Snapshot, MetadataGroups]:
     """Fill a new, still private ``writer`` from the file at ``path``; ``keep_graphs`` adopts its saved
-    HNSW graphs.
+    HNSW graphs (those that fit ``vectors``); full blocks held as compact ``vectors`` keep their rows in
+    the file, memory-mapped. A damaged or unfitting graph or codes section is logged and left out: the
+    caller rebuilds it.
 
     Returns:
         The snapshot to publish and the metadata groups that go with it.
@@ -70,37 +110,93 @@ def load_snapshot(path: str, writer: BlockWriter, keep_graphs: bool) -> tuple[Sn
     """
     try:
         with open(path, "rb") as file:
+            if file.read(len(_MAGIC)) == _MAGIC:
+                file.seek(-_TRAILER.size, os.SEEK_END)
+                offset, magic = _TRAILER.unpack(file.read(_TRAILER.size))
+                if magic != _MAGIC:
+                    raise ValueError("its end is missing (a truncated file)")
+                file.seek(offset)
+            else:
+                file.seek(0)
             payload = pickle.load(file)
     except Exception as error:  # unpickling damaged bytes can raise almost anything
         raise IndexStoreError(f"cannot load the index from {path!r}: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, _FORMAT_1):
         raise IndexStoreError(f"{path!r} is not a ragflow faiss index file (expected format {FORMAT})")
     if payload["dim"] != writer.dim:
         raise IndexStoreError(
             f"{path!r} holds {payload['dim']}-d vectors, this index holds {writer.dim}-d ones"
         )
     try:
-        return _restore(payload, writer, keep_graphs)
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        blocks = payload["blocks"]
+        if payload["format"] == _FORMAT_1:
+            blocks = [_version_1_block(saved) for saved in blocks]
+        reader = _SectionReader(path, writer.dim)
+        return _restore(payload, blocks, reader, writer, vectors, keep_graphs)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, OSError) as error:
         raise IndexStoreError(f"{path!r} is damaged: {type(error).__name__}: {error}") from error
 
 
+class _SectionReader:
+    """Reads a file's sections: vectors into memory or memory-mapped, graphs and codes checked first."""
+
+    def __init__(self, path: str, dim: int) -> None:
+        self.path, self.dim = path, dim
+
+    def vectors(self, saved: Any, mapped: bool) -> np.ndarray[Any, Any]:
+        if isinstance(saved, np.ndarray):  # format 1: in the pickle
+            return saved
+        offset, length, _ = saved
+        rows = length // (4 * self.dim)
+        if length != rows * 4 * self.dim:
+            raise ValueError(f"a vectors section of {length} bytes does not hold whole {self.dim}-d rows")
+        if mapped:
+            return np.memmap(self.path, dtype=np.float32, mode="r", offset=offset, shape=(rows, self.dim))
+        return np.fromfile(self.path, dtype=np.float32, count=rows * self.dim, offset=offset).reshape(
+            rows, self.dim
+        )
+
+    def index(self, saved: Any, what: str) -> Any:
+        """The faiss index in a section, or None (logged) when it is damaged."""
+        if isinstance(saved, np.ndarray):  # format 1: serialized in the pickle
+            return faiss.deserialize_index(saved)
+        offset, length, crc = saved
+        data = np.fromfile(self.path, dtype=np.uint8, count=length, offset=offset)
+        if len(data) != length or zlib.crc32(data.data) != crc:
+            _log.warning("the %s saved in %s is damaged (checksum mismatch); it is rebuilt", what, self.path)
+            return None
+        try:
+            return faiss.deserialize_index(data)
+        except RuntimeError as error:
+            _log.warning("the %s saved in %s cannot be read (%s); it is rebuilt", what, self.path, error)
+            return None
+
+
+def _version_1_block(saved: dict[str, Any]) -> dict[str, Any]:
+    return {**saved, "graph": saved["hnsw"], "codes": None}
+
+
 def _restore(
-    payload: dict[str, Any], writer: BlockWriter, keep_graphs: bool
+    payload: dict[str, Any],
+    blocks: list[dict[str, Any]],
+    reader: _SectionReader,
+    writer: BlockWriter,
+    vectors: VectorFormat,
+    keep_graphs: bool,
 ) -> tuple[Snapshot, MetadataGroups]:
     groups = MetadataGroups(payload["groups"])
     txn = Transaction(())
     same_layout = payload["block_size"] == writer.block_size
-    for saved in payload["blocks"]:
+    for number, saved in enumerate(blocks):
         rows = live_rows(saved["live"], len(saved["ids"]))
         groups.count_live(saved["gids"][rows])
         if same_layout:
-            _restore_block(writer, txn, saved, rows, keep_graphs)
+            _restore_block(writer, txn, saved, rows, reader, vectors, keep_graphs, number)
         else:
             texts = saved["texts"]
             writer.append(
                 txn,
-                saved["vectors"][rows],
+                reader.vectors(saved["vectors"], mapped=False)[rows],
                 saved["ids"][rows],
                 saved["gids"][rows],
                 [texts[r] for r in rows],
@@ -111,30 +207,77 @@ def _restore(
 
 
 def _restore_block(
-    writer: BlockWriter, txn: Transaction, saved: dict[str, Any], rows: IntArray, keep_graphs: bool
+    writer: BlockWriter,
+    txn: Transaction,
+    saved: dict[str, Any],
+    rows: IntArray,
+    reader: _SectionReader,
+    vectors: VectorFormat,
+    keep_graphs: bool,
+    number: int,
 ) -> None:
     block_size = writer.block_size
     used = len(saved["ids"])
-    capacity = block_size if used == block_size else max(INITIAL_TAIL_ROWS, ceil8(used))
+    full = used == block_size
+    capacity = block_size if full else max(INITIAL_TAIL_ROWS, ceil8(used))
     draft = writer.new_block(txn, min(capacity, block_size))
     block = draft.block
-    if used == block.capacity:
+    if full:
         # Adopt the loaded arrays instead of copying them: loading then peaks at one copy of the index.
-        block.vectors = np.require(saved["vectors"], np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
         block.ids = np.require(saved["ids"], np.int64, ["C_CONTIGUOUS", "WRITEABLE"])
         block.gids = np.require(saved["gids"], np.int64, ["C_CONTIGUOUS", "WRITEABLE"])
+        _adopt_search_structures(block, saved, reader, vectors, keep_graphs, number)
     else:
-        block.vectors[:used] = saved["vectors"]
+        block.vectors[:used] = reader.vectors(saved["vectors"], mapped=False)
         block.ids[:used] = saved["ids"]
         block.gids[:used] = saved["gids"]
     if block.vectors.shape != (block.capacity, writer.dim) or len(saved["texts"]) != used:
-        raise ValueError(f"a block of {used} ids has vectors of shape {saved['vectors'].shape}")
+        raise ValueError(f"a block of {used} ids has vectors of shape {block.vectors.shape}")
     block.texts.extend(saved["texts"])
     draft.live[: len(saved["live"])] = saved["live"]
     draft.used, draft.n_live = used, len(rows)
-    if keep_graphs and saved["hnsw"] is not None:
-        block.hnsw = faiss.deserialize_index(saved["hnsw"])
     writer.register(block, rows)
+
+
+def _adopt_search_structures(
+    block: Block,
+    saved: dict[str, Any],
+    reader: _SectionReader,
+    vectors: VectorFormat,
+    keep_graphs: bool,
+    number: int,
+) -> None:
+    """Set a full block's vectors, graph and codes from the file: those that fit ``vectors``; the rest is
+    left unset, to be rebuilt."""
+    used, dim = len(saved["ids"]), reader.dim
+    graph = (
+        reader.index(saved["graph"], f"HNSW graph of block {number}") if saved["graph"] is not None else None
+    )
+    if graph is not None and keep_graphs:
+        misfit = graph_fits(graph, vectors, used, dim)
+        if misfit is not None:
+            _log.warning(
+                "the HNSW graph of block %d in %s does not fit this index (%s); it is rebuilt",
+                number,
+                reader.path,
+                misfit,
+            )
+            graph = None
+    elif not keep_graphs:
+        graph = None
+    if vectors == "float32":
+        block.hnsw = graph
+        block.vectors = (
+            flat_rows(graph) if graph is not None else reader.vectors(saved["vectors"], mapped=False)
+        )
+        return
+    block.vectors = reader.vectors(saved["vectors"], mapped=True)
+    if graph is not None:
+        block.hnsw, block.codes = graph, graph_storage(graph)
+        return
+    codes = reader.index(saved["codes"], f"codes of block {number}") if saved["codes"] is not None else None
+    if codes is not None and codes_fit(codes, vectors, used, dim):
+        block.codes = codes
 
 
 def _fsync_directory(directory: str) -> None:

@@ -15,10 +15,11 @@ from ragflow.documents import Hit, VectorRecord
 from ragflow.errors import ConfigError, IndexStoreError
 
 from ._blocks import ROW_MASK, Block, Snapshot
+from ._compact import VECTOR_FORMATS, VectorFiles, VectorFormat
 from ._files import load_snapshot, save_snapshot
 from ._graphs import GraphBuilder
 from ._groups import MetadataGroups
-from ._search import FilterMatches, Predicate, search_snapshot
+from ._search import FilterMatches, Predicate, SearchSettings, search_snapshot
 from ._transactions import BlockWriter, Transaction, checked_id, prepare_upserts
 
 
@@ -34,23 +35,36 @@ class IndexStats:
     groups: int
     """Distinct metadata values among live chunks."""
     graphs_pending: int
-    """Full blocks of an HNSW index still searched exactly while their graph is built."""
+    """Full blocks still searched exactly while their graph is built (none while graphs are off)."""
     memory_bytes: int
-    """Vectors, ids, bitmaps and graphs; texts and metadata are not counted."""
+    """Vectors, codes, ids, bitmaps and graphs held in memory; memory-mapped full-precision rows of
+    compact blocks, texts and metadata are not counted."""
+    graphs: bool = False
+    """Whether full blocks get HNSW graphs (``hnsw``, or ``auto`` past its threshold)."""
 
 
 class FaissIndex:
-    """A :class:`~ragflow.documents.VectorIndex` on faiss: cosine distance, exact by default.
+    """A :class:`~ragflow.documents.VectorIndex` on faiss: cosine distance, exact while small and
+    approximate (HNSW graphs on full blocks) once large, by default.
 
     Args:
         dim: the vectors' dimension.
-        kind: ``"flat"`` for exact search, ``"hnsw"`` for approximate graph search on full blocks.
+        kind: ``"auto"`` (exact until the index holds ``hnsw_threshold`` chunks, then HNSW graphs on full
+            blocks), ``"flat"`` (always exact) or ``"hnsw"`` (graphs on full blocks from the start).
+        hnsw_threshold: with ``kind="auto"``, the number of chunks from which full blocks get graphs.
         hnsw_m: neighbours per HNSW node.
-        ef_search: HNSW search breadth (raised to ``k`` when ``k`` is larger).
+        ef_search: HNSW search breadth (raised to the candidates wanted when that is larger).
         ef_construction: HNSW build breadth.
         block_size: rows per block, a multiple of 8: the unit of compaction and of HNSW graphs.
         compact_fraction: rewrite a full block once more than this share of its rows is dead.
-        background: build HNSW graphs in a background thread (else inside ``apply``).
+        background: build graphs and codes in background threads (else inside ``apply``).
+        build_threads: how many full blocks are built at once in the background.
+        vectors: how full blocks hold vectors for search: ``"float32"``, or compact ``"float16"`` /
+            ``"sq8"`` (8-bit scalar-quantized) codes, with the full-precision rows in memory-mapped files
+            used to re-rank candidates exactly.
+        rerank: compact blocks only: candidates taken from the codes per hit wanted, then re-ranked.
+        vector_dir: compact blocks only: the folder for their full-precision rows (default: a temporary
+            folder, removed with the index).
 
     Vectors are L2-normalised on the way in, so ``dist`` is the cosine distance whatever the input
     scale. An apply is atomic for readers, deletes go before upserts (an id in both ends up present
@@ -75,10 +89,12 @@ class FaissIndex:
         O(block_size), never O(index), and readers holding older snapshots keep the old block until they
         finish.
 
-        HNSW (``_graphs``, ``_search``). With ``kind="hnsw"`` every full block gets its own HNSW graph,
-        built in a background thread (or inline with ``background=False``); until then, and for the tail,
-        the block is searched exactly. Deletes and filters use the same bitmaps as selectors; when a
-        selector leaves too few rows for a graph search to find k of them, that block is searched exactly.
+        Graphs and codes (``_graphs``, ``_compact``, ``_search``). A full block's rows never change, so it
+        can get an HNSW graph (with ``hnsw``, or ``auto`` once the index is large) and compact codes, built
+        in the background; until then, and for the tail, the block is searched exactly, so a switch never
+        pauses queries. A float32 block's graph holds its rows (one copy, not two). Deletes and filters use
+        the same bitmaps as selectors; when a selector leaves too few rows for a graph search to find k of
+        them, that block is searched exactly.
 
         Filters (``_groups``, ``_search``). Chunks are grouped by their (interned) metadata, so a predicate
         runs once per distinct metadata, not per chunk; what a :class:`~ragflow.filters.MetadataFilter`
@@ -88,38 +104,65 @@ class FaissIndex:
     def __init__(
         self,
         dim: int,
-        kind: Literal["flat", "hnsw"] = "flat",
-        hnsw_m: int = 32,
+        kind: Literal["auto", "flat", "hnsw"] = "auto",
+        hnsw_threshold: int = 65536,
+        hnsw_m: int = 16,
         ef_search: int = 64,
-        ef_construction: int = 80,
+        ef_construction: int = 40,
         block_size: int = 65536,
         compact_fraction: float = 0.2,
         background: bool = True,
+        build_threads: int = 1,
+        vectors: Literal["float32", "float16", "sq8"] = "float32",
+        rerank: int = 4,
+        vector_dir: str | None = None,
     ) -> None:
         if dim <= 0:
             raise ConfigError(f"FaissIndex dim must be positive, got {dim}")
-        if kind not in ("flat", "hnsw"):
-            raise ConfigError(f"FaissIndex kind must be 'flat' or 'hnsw', got {kind!r}")
+        if kind not in ("auto", "flat", "hnsw"):
+            raise ConfigError(f"FaissIndex kind must be 'auto', 'flat' or 'hnsw', got {kind!r}")
         if block_size < 8 or block_size % 8 or block_size > ROW_MASK:
             raise ConfigError(f"FaissIndex block_size must be a positive multiple of 8, got {block_size}")
         if not 0 < compact_fraction < 1:
             raise ConfigError(f"FaissIndex compact_fraction must be in (0, 1), got {compact_fraction}")
-        if min(hnsw_m, ef_search, ef_construction) <= 0:
-            raise ConfigError("FaissIndex hnsw_m, ef_search and ef_construction must be positive")
+        if min(hnsw_m, ef_search, ef_construction, build_threads, rerank) <= 0 or hnsw_threshold < 0:
+            raise ConfigError(
+                "FaissIndex hnsw_m, ef_search, ef_construction, build_threads and rerank must be positive "
+                f"and hnsw_threshold not negative, got {hnsw_m}, {ef_search}, {ef_construction}, "
+                f"{build_threads}, {rerank} and {hnsw_threshold}"
+            )
+        if vectors not in VECTOR_FORMATS:
+            raise ConfigError(f"FaissIndex vectors must be 'float32', 'float16' or 'sq8', got {vectors!r}")
         self.dim = dim
         self.kind = kind
+        self.hnsw_threshold = hnsw_threshold
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.ef_construction = ef_construction
         self.block_size = block_size
         self.compact_fraction = compact_fraction
         self.background = background
+        self.vectors: VectorFormat = vectors
+        self.vector_dir = vector_dir
+        self._settings = SearchSettings(ef_search, rerank)
+        self._graphs_on = kind == "hnsw"
+        self._files: VectorFiles | None = None
         self._write_lock = threading.Lock()
         # Writer state, guarded by _write_lock; searches read only self._snapshot.
         self._writer = BlockWriter(dim, block_size, compact_fraction)
         self._groups = MetadataGroups()
         self._matches = FilterMatches()
-        self._graphs = GraphBuilder(dim, hnsw_m, ef_construction, background, self._is_stored)
+        self._graphs = GraphBuilder(
+            dim,
+            hnsw_m,
+            ef_construction,
+            vectors,
+            background,
+            build_threads,
+            self._is_stored,
+            lambda: self._graphs_on,
+            self._vector_files,
+        )
         self._snapshot = Snapshot((), self._groups.values, 0, 0)
 
     # ----------------------------------------------------------------------------------- writes
@@ -135,7 +178,8 @@ class FaissIndex:
         delete_ids = [checked_id(i) for i in deletes]
         with self._write_lock:
             writer, groups = self._writer, self._groups
-            txn = Transaction(self._snapshot.views)
+            before = self._snapshot
+            txn = Transaction(before.views)
             groups.drop(writer.kill(txn, delete_ids))
             if len(prepared.ids):
                 groups.drop(writer.kill(txn, prepared.ids.tolist()))
@@ -144,12 +188,15 @@ class FaissIndex:
             writer.compact(txn)
             groups.release_dead()
             self._snapshot = txn.commit(groups.values)
-            if self.kind == "hnsw":
+            self._forget_dropped(before, txn)
+            if self._switch_on_graphs():
+                self._schedule_full_blocks()
+            else:
                 for block in txn.sealed:
                     self._graphs.schedule(block)
 
     def wait_for_graphs(self) -> None:
-        """Block until every HNSW graph scheduled so far is built."""
+        """Block until every graph (and compact encoding) scheduled so far is built."""
         self._graphs.wait()
 
     def close(self) -> None:
@@ -158,6 +205,32 @@ class FaissIndex:
 
     def _is_stored(self, block: Block) -> bool:
         return any(view.block is block for view in self._snapshot.views)
+
+    def _switch_on_graphs(self) -> bool:
+        """Turn graphs on when an ``auto`` index reaches its threshold; whether that happened now."""
+        if self._graphs_on or self.kind != "auto" or self._snapshot.count < self.hnsw_threshold:
+            return False
+        self._graphs_on = True  # and they stay on: graphs already built keep serving if the index shrinks
+        return True
+
+    def _schedule_full_blocks(self) -> None:
+        for view in self._snapshot.views:
+            if view.used == self.block_size:
+                self._graphs.schedule(view.block)
+
+    def _forget_dropped(self, before: Snapshot, txn: Transaction) -> None:
+        """Delete the vector files of compact blocks this apply compacted away."""
+        if self._files is None:
+            return
+        kept = {id(view.block) for view in self._snapshot.views}
+        for view in before.views:
+            if id(view.block) not in kept and view.block.codes is not None:
+                self._files.drop(view.block.vectors)
+
+    def _vector_files(self) -> VectorFiles:
+        if self._files is None:
+            self._files = VectorFiles(self.vector_dir)
+        return self._files
 
     # ------------------------------------------------------------------------------------ reads
 
@@ -188,7 +261,7 @@ class FaissIndex:
         if k <= 0 or snapshot.count == 0:
             return [[] for _ in queries]
         match = self._matches.of(snapshot, filter, self._groups.values) if filter is not None else None
-        return search_snapshot(snapshot, queries, k, match, self.ef_search)
+        return search_snapshot(snapshot, queries, k, match, self._settings)
 
     def stats(self) -> IndexStats:
         """Sizes of the current contents."""
@@ -196,10 +269,14 @@ class FaissIndex:
         memory = 0
         for view in snapshot.views:
             block = view.block
-            memory += block.vectors.nbytes + block.ids.nbytes + block.gids.nbytes + view.live.nbytes
+            memory += block.ids.nbytes + block.gids.nbytes + view.live.nbytes
+            if block.codes is not None:
+                memory += block.codes.sa_code_size() * view.used
+            elif not isinstance(block.vectors, np.memmap):
+                memory += block.vectors.nbytes
             if block.hnsw is not None:
-                # The graph stores its own copy of the vectors plus about 2*M neighbour ids per node.
-                memory += block.vectors.nbytes + view.used * 2 * self.hnsw_m * 4
+                # About 2*M neighbour ids per node on the bottom layer (its vectors are counted above).
+                memory += view.used * 2 * self.hnsw_m * 4
         return IndexStats(
             count=snapshot.count,
             rows=sum(v.used for v in snapshot.views),
@@ -208,33 +285,38 @@ class FaissIndex:
             graphs_pending=sum(
                 1
                 for v in snapshot.views
-                if self.kind == "hnsw" and v.used == self.block_size and v.block.hnsw is None
+                if self._graphs_on and v.used == self.block_size and v.block.hnsw is None
             ),
             memory_bytes=memory,
+            graphs=self._graphs_on,
         )
 
     # ------------------------------------------------------------------------------ persistence
 
     def save(self, path: str) -> None:
-        """Write the current contents to one file, atomically (a reader of ``path`` sees old or new).
+        """Write the current contents, graphs and codes included, to one file, atomically (a reader of
+        ``path`` sees old or new).
 
-        The file is a pickle: load only files this index wrote.
+        The file's header is a pickle: load only files this index wrote.
         """
         save_snapshot(self._snapshot, self.dim, self.block_size, path)
 
     def load(self, path: str) -> None:
-        """Replace the contents with those saved at ``path`` (atomically for readers).
+        """Replace the contents with those saved at ``path`` (atomically for readers). Saved graphs and
+        codes that fit this index's configuration are adopted; a damaged or unfitting one is logged and
+        rebuilt in the background, its block searched exactly meanwhile. Compact blocks' full-precision
+        rows stay in the file, memory-mapped.
 
         Raises:
-            IndexStoreError: the file is missing, unreadable, not an index file, or holds vectors of
-                another dimension.
+            IndexStoreError: the file is missing, unreadable, not an index file, damaged (beyond its
+                graphs), or holds vectors of another dimension.
         """
         writer = BlockWriter(self.dim, self.block_size, self.compact_fraction)
-        snapshot, groups = load_snapshot(path, writer, keep_graphs=self.kind == "hnsw")
+        # An exact index never searches a graph: it does not adopt saved ones.
+        snapshot, groups = load_snapshot(path, writer, self.vectors, keep_graphs=self.kind != "flat")
         with self._write_lock:
             self._writer, self._groups, self._snapshot = writer, groups, snapshot
             self._matches.clear()
-            if self.kind == "hnsw":
-                for view in snapshot.views:
-                    if view.used == self.block_size and view.block.hnsw is None:
-                        self._graphs.schedule(view.block)
+            self._graphs_on = self.kind == "hnsw" or any(v.block.hnsw is not None for v in snapshot.views)
+            self._switch_on_graphs()
+            self._schedule_full_blocks()

@@ -7,6 +7,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -31,8 +32,17 @@ _GATHER_FRACTION = 1 / 32
 _GRAPH_MIN_FRACTION = 0.2
 
 
+@dataclass(frozen=True, slots=True)
+class SearchSettings:
+    """How blocks are searched: the HNSW breadth, and for compact blocks how many candidates per hit
+    are re-ranked with full-precision vectors."""
+
+    ef_search: int
+    rerank: int
+
+
 def search_snapshot(
-    snapshot: Snapshot, queries: FloatArray, k: int, match: BoolArray | None, ef_search: int
+    snapshot: Snapshot, queries: FloatArray, k: int, match: BoolArray | None, settings: SearchSettings
 ) -> list[list[Hit]]:
     """The ``k`` nearest live rows to each of the (normalised) ``queries`` among those whose group
     ``match`` allows (all when ``None``), by ascending cosine distance, ties by id."""
@@ -40,8 +50,12 @@ def search_snapshot(
     rows: list[IntArray] = []
     owners: list[int] = []
     for position, view in enumerate(snapshot.views):
-        allowed = view.live if match is None else _allowed(view, match)
-        found = _search_block(view, allowed, queries, k, ef_search)
+        if match is None:
+            allowed, n_allowed = view.live, view.n_live
+        else:
+            allowed = _allowed(view, match)
+            n_allowed = count_bits(allowed)
+        found = _search_block(view, allowed, n_allowed, queries, k, settings)
         if found is not None:
             scores.append(found[0])
             rows.append(found[1])
@@ -102,22 +116,25 @@ def _allowed(view: BlockView, match: BoolArray) -> BitArray:
 
 
 def _search_block(
-    view: BlockView, allowed: BitArray, queries: FloatArray, k: int, ef_search: int
+    view: BlockView, allowed: BitArray, n_allowed: int, queries: FloatArray, k: int, settings: SearchSettings
 ) -> tuple[FloatArray, IntArray] | None:
-    """Top-k inner products and rows of one block among ``allowed`` rows (row -1: none)."""
-    n_allowed = count_bits(allowed)
+    """Top-k inner products and rows of one block among its ``n_allowed`` ``allowed`` rows."""
     if n_allowed == 0:
         return None
     k = min(k, n_allowed)
     block = view.block
-    graph = block.hnsw
+    graph, codes = block.hnsw, block.codes
+    # Compact blocks find candidates among their codes, then re-rank them with the full-precision rows.
+    wanted = k if codes is None else min(n_allowed, k * settings.rerank)
     # Search exactly when the selector rejects most of the graph, or when the graph found fewer than k.
     if graph is not None and n_allowed >= max(4 * k, _GRAPH_MIN_FRACTION * view.used):
-        found = _graph_topk(graph, allowed, queries, k, ef_search)
+        found = _graph_topk(graph, allowed, queries, wanted, max(settings.ef_search, wanted))
         if bool((found[1] >= 0).all()):
-            return found
+            return found if codes is None else _reranked(block.vectors, found[1], queries, k)
     if n_allowed <= _GATHER_FRACTION * view.used:
         return _gathered_topk(block.vectors, live_rows(allowed, view.used), queries, k)
+    if codes is not None:
+        return _reranked(block.vectors, _selected_topk(codes, allowed, queries, wanted)[1], queries, k)
     return _scanned_topk(block.vectors, view.used, allowed, queries, k)
 
 
@@ -125,12 +142,36 @@ def _graph_topk(
     graph: Any, allowed: BitArray, queries: FloatArray, k: int, ef_search: int
 ) -> tuple[FloatArray, IntArray]:
     """Approximate top-k from a block's HNSW graph, the bitmap as selector (row -1: not found)."""
-    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(allowed))
     params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
-    params.efSearch = max(ef_search, k)
+    params.efSearch = ef_search
+    return _selected_topk(graph, allowed, queries, k, params)
+
+
+def _selected_topk(
+    index: Any, allowed: BitArray, queries: FloatArray, k: int, params: Any = None
+) -> tuple[FloatArray, IntArray]:
+    """``index``'s top-k among the rows the bitmap allows (row -1: not found)."""
+    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(allowed))
+    if params is None:
+        params = faiss.SearchParameters()
     params.sel = selector
-    distances, labels = graph.search(queries, k, params=params)
+    distances, labels = index.search(queries, k, params=params)
     return distances, labels
+
+
+def _reranked(
+    vectors: FloatArray, candidates: IntArray, queries: FloatArray, k: int
+) -> tuple[FloatArray, IntArray]:
+    """The top-k of each query's candidate rows (row -1: none) by exact inner product with ``vectors``."""
+    valid = candidates >= 0
+    rows = np.where(valid, candidates, 0)
+    wanted = np.unique(rows)  # one sorted read of each row from the memory map
+    exact = np.asarray(vectors[wanted], dtype=np.float32)
+    position = np.searchsorted(wanted, rows)
+    scores = np.einsum("qcd,qd->qc", exact[position], queries)
+    scores[~valid] = -np.inf
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(scores, top, axis=1), np.take_along_axis(rows, top, axis=1)
 
 
 def _scanned_topk(

@@ -1,0 +1,188 @@
+"""FaissIndex's HNSW graphs at scale, shrunk to test size: the automatic switch from exact search to graphs
+at a configured size (queries keep working through it), graphs saved with the index and restored without a
+rebuild, and a damaged or unfitting graph file rebuilt in the background and reported."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragflow.errors import IndexStoreError
+from ragflow.filters import compile_filter
+from ragflow.indexers.faiss import FaissIndex
+from tests.indexers.contract import Vectors, brute_force, records, unit_vectors
+
+
+def ids(index: FaissIndex, query: Vectors, k: int = 10) -> list[int]:
+    return [hit.id for hit in index.search(query, k)]
+
+
+def graphs_built(index: FaissIndex) -> int:
+    stats = index.stats()
+    return stats.blocks - 1 - stats.graphs_pending if stats.graphs else 0
+
+
+def test_auto_switches_to_graphs_at_the_configured_size_and_no_query_fails_meanwhile() -> None:
+    vectors = unit_vectors(3000, 16, seed=40)
+    index = FaissIndex(16, kind="auto", hnsw_threshold=1500, block_size=256)
+    predicate = compile_filter("doc == `3`", None)
+    failures: list[str] = []
+    searched = 0
+    done = threading.Event()
+
+    def reader() -> None:
+        nonlocal searched
+        queries = unit_vectors(50, 16, seed=41)
+        while not done.is_set():
+            for query in queries:
+                try:
+                    count = index.count()
+                    hits = index.search(query, 10)
+                    # A count taken before the search is a lower bound: applies only add here.
+                    if len(hits) < min(10, count) or len({h.id for h in hits}) != len(hits):
+                        failures.append(f"{len(hits)} hits at count {count}")
+                    if any(h.metadata["doc"] != 3 for h in index.search(query, 5, predicate)):
+                        failures.append("a filtered search returned a chunk the filter rejects")
+                except Exception as error:  # any failure is what this test is about
+                    failures.append(repr(error))
+                searched += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for start in range(0, 1400, 100):
+            index.apply(records(vectors[start : start + 100], list(range(start, start + 100))), [])
+        assert index.count() == 1400 and not index.stats().graphs  # below the threshold: exact
+        index.apply(records(vectors[1400:1499], list(range(1400, 1499))), [])
+        assert not index.stats().graphs
+        index.apply(records(vectors[1499:1500], [1499]), [])
+        assert index.stats().graphs  # switched at 1500 chunks exactly
+        for start in range(1500, 3000, 100):
+            index.apply(records(vectors[start : start + 100], list(range(start, start + 100))), [])
+        index.wait_for_graphs()
+    finally:
+        done.set()
+        thread.join()
+        index.close()
+    assert searched > 0 and failures == []
+    stats = index.stats()
+    assert stats.graphs_pending == 0 and graphs_built(index) == stats.blocks - 1 == 11  # every full block
+    model = dict(enumerate(vectors))
+    queries = unit_vectors(30, 16, seed=42)
+    found = sum(len(set(ids(index, q)) & set(brute_force(model, q, 10))) for q in queries)
+    assert found / 300 >= 0.9
+
+
+def test_flat_and_small_auto_indexes_never_build_graphs() -> None:
+    vectors = unit_vectors(1200, 8, seed=43)
+    for index in (FaissIndex(8, kind="flat", block_size=128), FaissIndex(8, block_size=128)):
+        index.apply(records(vectors), [])
+        index.wait_for_graphs()
+        assert not index.stats().graphs and graphs_built(index) == 0
+        model = dict(enumerate(vectors))
+        for query in unit_vectors(5, 8, seed=44):
+            assert ids(index, query) == brute_force(model, query, 10)
+
+
+def saved_hnsw(tmp_path: Path, **options: object) -> tuple[FaissIndex, str, Vectors]:
+    vectors = unit_vectors(2000, 16, seed=45)
+    index = FaissIndex(16, kind="hnsw", block_size=256, background=False, **options)  # type: ignore[arg-type]
+    index.apply(records(vectors), [])
+    index.apply([], range(0, 2000, 7))
+    path = str(tmp_path / "index.bin")
+    index.save(path)
+    return index, path, vectors
+
+
+def test_graphs_are_saved_and_restored_without_a_rebuild(tmp_path: Path) -> None:
+    index, path, _ = saved_hnsw(tmp_path)
+    loaded = FaissIndex(16, kind="hnsw", block_size=256)
+    try:
+        loaded.load(path)
+        assert loaded.stats().graphs_pending == 0  # adopted at once: nothing rebuilt in the background
+        for query in unit_vectors(20, 16, seed=46):
+            assert ids(loaded, query) == ids(index, query)
+            assert loaded.search(query, 10) == index.search(query, 10)
+    finally:
+        loaded.close()
+
+
+def test_an_auto_index_restored_past_its_threshold_keeps_its_graphs(tmp_path: Path) -> None:
+    index, path, _ = saved_hnsw(tmp_path)
+    loaded = FaissIndex(16, kind="auto", hnsw_threshold=1000, block_size=256, background=False)
+    loaded.load(path)
+    assert loaded.stats().graphs and loaded.stats().graphs_pending == 0
+    for query in unit_vectors(10, 16, seed=47):
+        assert ids(loaded, query) == ids(index, query)
+
+
+def graph_sections(path: str) -> list[tuple[int, int, int]]:
+    """Where each block's graph is in a saved index file (offset, length, CRC), from its header."""
+    with open(path, "rb") as file:
+        file.seek(-24, os.SEEK_END)
+        (offset,) = struct.unpack("<Q", file.read(8))
+        file.seek(offset)
+        header = pickle.load(file)
+    return [block["graph"] for block in header["blocks"] if block["graph"] is not None]
+
+
+def test_a_damaged_graph_is_reported_searched_exactly_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    index, path, vectors = saved_hnsw(tmp_path)
+    sections = graph_sections(path)
+    assert len(sections) == 7
+    offset, length, _ = sections[2]
+    with open(path, "r+b") as file:  # flip bytes in the middle of block 2's graph
+        file.seek(offset + length // 2)
+        data = file.read(16)
+        file.seek(offset + length // 2)
+        file.write(bytes(b ^ 0xFF for b in data))
+    loaded = FaissIndex(16, kind="hnsw", block_size=256)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ragflow.indexers.faiss"):
+            loaded.load(path)
+        assert any("graph of block 2" in r.message and "damaged" in r.message for r in caplog.records)
+        # Meanwhile the block is searched exactly: every result is a live chunk at its true distance.
+        model = {i: vectors[i] for i in range(2000) if i % 7}
+        for query in unit_vectors(10, 16, seed=48):
+            hits = loaded.search(query, 10)
+            assert len(hits) == 10 and all(h.id % 7 for h in hits)
+            np.testing.assert_allclose(
+                [h.dist for h in hits], [1 - model[h.id] @ query for h in hits], atol=1e-5
+            )
+        loaded.wait_for_graphs()
+        assert loaded.stats().graphs_pending == 0  # rebuilt in the background
+        for query in unit_vectors(20, 16, seed=49):
+            assert len(set(ids(loaded, query)) & set(ids(index, query))) >= 8
+    finally:
+        loaded.close()
+
+
+def test_a_graph_that_does_not_fit_the_configuration_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, path, vectors = saved_hnsw(tmp_path)  # float32 graphs
+    loaded = FaissIndex(16, kind="hnsw", block_size=256, vectors="sq8", background=False)
+    with caplog.at_level(logging.WARNING, logger="ragflow.indexers.faiss"):
+        loaded.load(path)
+    assert any("does not fit" in r.message for r in caplog.records)
+    assert loaded.stats().graphs_pending == 0  # rebuilt inline (background=False)
+    assert ids(loaded, vectors[1], 1) == [1]
+
+
+def test_a_truncated_index_file_is_refused(tmp_path: Path) -> None:
+    _, path, _ = saved_hnsw(tmp_path)
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) - 10)
+    index = FaissIndex(16)
+    with pytest.raises(IndexStoreError, match="cannot load"):
+        index.load(path)
+    assert index.count() == 0
