@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 
 import ragflow.embedders
+import ragflow.embedders.hardware
 import ragflow.embedders.local
+from ragflow.embedders import make_embedder
 from ragflow.embedders.local import DEFAULT_MODEL_ID, LocalEmbedder
+from ragflow.embedders.precision import COSINE_BOUND, Precision, plan_precision
 from ragflow.errors import ConfigError
 from ragflow.splitter import TokenSplitter
 from ragflow.tokenizer import get_encoding
@@ -87,6 +90,28 @@ def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
         LocalEmbedder(tmp_path)
     with pytest.raises(ConfigError, match="batch_size must be at least 1, got 0"):
         LocalEmbedder(batch_size=0)
+    with pytest.raises(ConfigError, match="unknown embedder precision 'half'"):
+        LocalEmbedder(precision="half")
+    with pytest.raises(ConfigError, match="unknown embedder device 'tpu'"):
+        make_embedder("local", device="tpu")
+
+
+def test_nothing_is_loaded_or_measured_before_first_use() -> None:
+    stats = LocalEmbedder().stats()
+    assert (stats.device, stats.precision, stats.batch_size, stats.texts_embedded) == (None, None, None, 0)
+
+
+def test_cuda_on_a_machine_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
+        LocalEmbedder(device="cuda").embed(["text"])
+    monkeypatch.setenv("RAGFLOW_EMBED_DEVICE", "cuda")
+    with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
+        LocalEmbedder(device="cpu").load()
+    monkeypatch.setenv("RAGFLOW_EMBED_DEVICE", "auto")
+    assert ragflow.embedders.hardware.detect_hardware(LocalEmbedder().device).device == "cpu"
 
 
 # -- with the model -------------------------------------------------------------------------------
@@ -112,12 +137,74 @@ def test_similar_sentences_are_closer_than_unrelated_ones(embedder: LocalEmbedde
     assert cosine(query, paraphrase) > cosine(query, unrelated) + 0.3
 
 
+@pytest.fixture(scope="module")
+def float32_embedder() -> Iterator[LocalEmbedder]:
+    loaded = LocalEmbedder(precision="float32", batch_size=4)
+    loaded.load()
+    yield loaded
+
+
 @pytest.mark.model
-def test_a_text_embeds_the_same_alone_or_in_a_batch(embedder: LocalEmbedder) -> None:
+def test_a_text_embeds_the_same_alone_or_in_a_batch(float32_embedder: LocalEmbedder) -> None:
+    # In one precision, exactly; across precisions (auto: a batch may run in bf16, one text in float32),
+    # within the bound that test_bf16_vectors_match_float32_within_the_bound_on_real_text proves.
     texts = [f"Sentence number {i} about {'rivers' if i % 2 else 'mountains'}." for i in range(6)]
+    batched = float32_embedder.embed(texts)
+    alone = np.vstack([float32_embedder.embed([text]) for text in texts[:3]])
+    np.testing.assert_allclose(batched[:3], alone, atol=1e-5)
+
+
+@pytest.mark.model
+def test_auto_precision_embeds_alone_or_in_a_batch_within_the_bound(embedder: LocalEmbedder) -> None:
+    texts = [f"Sentence number {i} about {'rivers' if i % 2 else 'mountains'}." for i in range(40)]
     batched = embedder.embed(texts)
     alone = np.vstack([embedder.embed([text]) for text in texts[:3]])
-    np.testing.assert_allclose(batched[:3], alone, atol=1e-5)
+    assert np.min(np.sum(batched[:3] * alone, axis=1)) >= COSINE_BOUND
+
+
+@pytest.mark.model
+def test_bf16_vectors_match_float32_within_the_bound_on_real_text(float32_embedder: LocalEmbedder) -> None:
+    chunks = [c.text for c in TokenSplitter(float32_embedder.max_tokens).split(stdlib_prose())][:256]
+    bf16 = LocalEmbedder(precision="bfloat16", batch_size=16)
+    assert len(chunks) == 256 and bf16.model_id == float32_embedder.model_id  # one embedding cache
+    cosines = np.sum(float32_embedder.embed(chunks) * bf16.embed(chunks), axis=1)
+    assert cosines.min() >= COSINE_BOUND, f"min cosine {cosines.min():.6f}"
+    queries = ["how do I parse command line options", "copy a directory tree", "log to a file"]
+    assert np.min(np.sum(float32_embedder.embed(queries) * bf16.embed(queries), axis=1)) >= COSINE_BOUND
+
+
+@pytest.mark.model
+def test_forced_precision_and_batch_size_skip_the_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_calibration(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a forced precision with a batch size needs no calibration")
+
+    monkeypatch.setattr(ragflow.embedders.local, "calibrate", no_calibration)
+    monkeypatch.setenv("RAGFLOW_EMBED_PRECISION", "bfloat16")
+    forced = LocalEmbedder(precision="float32", batch_size=3)  # the environment overrides the argument
+    assert forced.embed(["one", "two", "three", "four"]).shape == (4, 384)
+    plan = forced.plan
+    assert (plan.single, plan.bulk, plan.batch_size) == (Precision.BFLOAT16, Precision.BFLOAT16, 3)
+    stats = forced.stats()
+    assert (stats.device, stats.precision, stats.batch_size, stats.texts_embedded) == (
+        "cpu",
+        "bfloat16",
+        3,
+        4,
+    )
+    assert stats.texts_per_second > 0
+
+
+@pytest.mark.model
+def test_the_auto_plan_follows_this_machines_calibration(embedder: LocalEmbedder) -> None:
+    setup = embedder._setup
+    assert setup.hardware is not None and setup.hardware.device == "cpu"
+    if not setup.hardware.native_bf16:
+        assert {embedder.plan.single, embedder.plan.bulk} == {Precision.FLOAT32}
+        return
+    assert setup.calibration is not None and setup.calibration.min_cosine is not None
+    assert setup.calibration.min_cosine >= COSINE_BOUND
+    assert embedder.plan == plan_precision(setup.calibration, native_bf16=True)
+    assert embedder.stats().as_dict()["precision"] == str(embedder.plan.bulk)
 
 
 @pytest.mark.model
