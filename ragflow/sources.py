@@ -13,6 +13,9 @@ What a source owes the engine, in short (``docs/sources.md`` tells it at length)
   add up: ``"document"`` (default: the position is that document's version, such as a file fingerprint or an
   S3 ETag, and ``run`` resumes from ``{doc_id: position}``) or ``"stream"`` (the position is the whole
   source's state after the change, such as Kafka offsets, and ``run`` resumes from the last one).
+- A source that must know its changes are durable before it lets go of part of its input (Kafka, when a
+  partition is revoked) declares a ``wait_checkpointed`` attribute set to ``None``; the store replaces it
+  with a ``CheckpointWait``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .errors import ConfigError
 __all__ = [
     "STOP_CHECK_S",
     "ChangeKind",
+    "CheckpointWait",
     "DocumentChange",
     "DocumentSource",
     "EmitChanges",
@@ -91,6 +95,12 @@ class DocumentChange:
 EmitChanges = Callable[..., None]
 """``emit(changes: list[DocumentChange], snapshot_done: bool = False)``: one atomic group."""
 
+CheckpointWait = Callable[[float], bool]
+"""``wait_checkpointed(timeout)``, given by the store to a source that declares the attribute: blocks
+until every change the source emitted before the call is applied to the index and, with a state
+directory, committed in a checkpoint; ``False`` if not within ``timeout`` seconds (the engine stopped or
+failed, a checkpoint write failed). Safe from any of the source's threads."""
+
 
 @runtime_checkable
 class DocumentSource(Protocol):
@@ -104,7 +114,9 @@ class DocumentSource(Protocol):
     single bad document: that becomes a ``DocumentChange`` with ``error`` set.
 
     Optional attribute ``position_scope``: ``"document"`` (the default) or ``"stream"``, see the module
-    docstring. ``SourceRun`` implements ``run`` for a source written as one class per run.
+    docstring. Optional attribute ``wait_checkpointed``: declared ``None`` by a source that
+    wants a ``CheckpointWait``; the store sets it before ``run``. ``SourceRun`` implements ``run`` for a
+    source written as one class per run.
     """
 
     name: str

@@ -27,6 +27,7 @@ from ..persistence import (
 )
 from ..pipeline import DocumentFeed, IndexSink, build_pipeline
 from ..sources import position_scope
+from .checkpoint_wait import CheckpointWaits
 from .document_table import DocumentTable
 from .parts import StoreParts
 from .reports import DocumentError, DocumentStatus, Progress, StoreReports
@@ -142,6 +143,8 @@ class DocumentStore:
             except BaseException:
                 self._checkpointer.close()
                 raise
+        # after the store's own epoch listener: an epoch is queued for the checkpoint before a wait ends
+        self._checkpoint_waits = CheckpointWaits(self.engine, self.feeds, self._checkpointer)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
