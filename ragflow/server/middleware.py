@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import AuthFailures, KeyRing
 from .errors import error_body
 from .roles import required_role
+from .state import OPEN_PATHS
 
 __all__ = ["Authenticate", "BodyTooLarge", "LimitBodySize", "RecordRequests", "StripTrailingSlash"]
 
@@ -55,9 +56,16 @@ class Authenticate:
     Without keys every request passes (the server is open; it listens on 127.0.0.1 by default)."""
 
     def __init__(
-        self, app: ASGIApp, keys: KeyRing, failures: AuthFailures, refused: Callable[[str], None]
+        self,
+        app: ASGIApp,
+        keys: KeyRing,
+        failures: AuthFailures,
+        refused: Callable[[str], None],
+        open_paths: Collection[str] = OPEN_PATHS,
     ) -> None:
         self.app = app
+        self.open_paths = frozenset(open_paths)
+        """Paths that may answer without a key (checked against the role table as well)."""
         self.keys = keys
         self.failures = failures
         self.refused = refused
@@ -68,22 +76,28 @@ class Authenticate:
             return
         given = _given_key(scope)
         key = self.keys.find(given) if given is not None else None
-        if key is not None:
-            scope.setdefault("state", {})["api_key"] = key
+        if key is None:
+            await self._without_key(scope, receive, send, given)
+            return
+        scope.setdefault("state", {})["api_key"] = key
         needed = required_role(scope["app"].router.routes, scope)
-        if needed is None or (key is not None and key.role >= needed):
+        if needed is None or key.role >= needed:
+            await self.app(scope, receive, send)
+            return
+        where = f"{scope['method']} {scope['path']} from {_client(scope)}"
+        self._refuse("wrong_role", f"key {key.name!r} (role {key.role.label}) refused {where}")
+        message = (
+            f"this endpoint needs an API key with role {needed.label!r} or higher; "
+            f"key {key.name!r} has role {key.role.label!r}"
+        )
+        await _send_error(send, 403, message, "permission_error")
+
+    async def _without_key(self, scope: Scope, receive: Receive, send: Send, given: bytes | None) -> None:
+        if scope["path"] in self.open_paths and required_role(scope["app"].router.routes, scope) is None:
             await self.app(scope, receive, send)
             return
         client = _client(scope)
         where = f"{scope['method']} {scope['path']} from {client}"
-        if key is not None:
-            self._refuse("wrong_role", f"key {key.name!r} (role {key.role.label}) refused {where}")
-            message = (
-                f"this endpoint needs an API key with role {needed.label!r} or higher; "
-                f"key {key.name!r} has role {key.role.label!r}"
-            )
-            await _send_error(send, 403, message, "permission_error")
-            return
         retry = self.failures.retry_after(client)
         if retry is not None:
             self.refused("rate_limited")

@@ -71,7 +71,11 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    options = {"api_key": LEGACY, "api_keys": KEYS, "max_auth_failures": 10_000}  # 429s: test_abuse.py
+    options: dict[str, Any] = {
+        "api_key": LEGACY,
+        "api_keys": KEYS,
+        "max_auth_failures": 10_000,
+    }  # 429s: see test_abuse
     with serving(tmp_path_factory.mktemp("docs"), **options) as served:
         yield served
 
