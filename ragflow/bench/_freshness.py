@@ -25,7 +25,7 @@ from ragflow.errors import ConfigError
 from ._probe import Probe
 from ._results import ChangeRecord, FreshnessResult
 from ._server import ServerProcess
-from ._targets import FolderTarget, SourceTarget
+from ._targets import FolderTarget, KafkaTarget, S3Target, SourceTarget
 from ._workload import ALL_KINDS, Change, ChangeKind, Document, Operation, Workload, read_corpus
 
 
@@ -37,9 +37,16 @@ class FreshnessOptions:
     """Attach to a running server here (its source must be ``folder``, given as ``folder``)."""
     server_cmd: str | None = None
     """Or start the server under test with this command (``{folder}``, ``{port}``, ``{state}`` filled in)."""
+    source: str = "folder"
+    """Where the run writes: ``folder``, ``s3`` or ``kafka``."""
     folder: Path | None = None
     """The folder the server indexes; the run writes into its own subfolder of it (default: a temporary
     folder, with ``server_cmd`` only)."""
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    kafka_bootstrap: str | None = None
+    kafka_topic: str | None = None
     docs: int = 100
     changes: int = 20
     """Timed changes of each kind."""
@@ -82,8 +89,6 @@ class FreshnessRun:
         """``target``: where to write, if not a folder (tests give their own)."""
         if (options.url is None) == (options.server_cmd is None):
             raise ConfigError("give either url (a running server) or server_cmd (a command to start one)")
-        if options.url is not None and options.folder is None and target is None:
-            raise ConfigError("with url, give the folder the server indexes (folder)")
         self.options = options
         self.origin = time.perf_counter()
         self.wall_origin = time.time()
@@ -91,16 +96,23 @@ class FreshnessRun:
         self._tmp = tempfile.TemporaryDirectory(prefix="ragflow-bench-")
         folder = options.folder or Path(self._tmp.name) / "docs"
         folder.mkdir(parents=True, exist_ok=True)
-        self.target: SourceTarget = target or FolderTarget(folder, uuid.uuid4().hex[:8])
+        self.target: SourceTarget = target or make_target(options, folder, uuid.uuid4().hex[:8])
         self.server: ServerProcess | None = None
         url = options.url
         if options.server_cmd is not None:
+            extra = {
+                "bucket": options.s3_bucket or "",
+                "endpoint": options.s3_endpoint or "",
+                "topic": options.kafka_topic or "",
+                "bootstrap": options.kafka_bootstrap or "",
+            }
             self.server = ServerProcess(
                 options.server_cmd,
                 folder,
                 Path(self._tmp.name) / "state",
                 self.origin,
                 log=options.server_log,
+                extra=extra,
             )
             url = self.server.url
         assert url is not None
@@ -120,6 +132,11 @@ class FreshnessRun:
             "url": url,
             "server_cmd": o.server_cmd,
             "source": self.target.kind,
+            "source_at": {
+                "folder": str(o.folder) if o.folder else None,
+                "s3": f"{o.s3_endpoint or 'AWS'} bucket {o.s3_bucket}" if o.source == "s3" else None,
+                "kafka": f"{o.kafka_bootstrap} topic {o.kafka_topic}" if o.source == "kafka" else None,
+            }.get(o.source),
             "docs": o.docs,
             "changes_per_kind": o.changes,
             "kinds": [str(k) for k in o.kinds],
@@ -192,26 +209,25 @@ class FreshnessRun:
         else:
             self._write_all(docs)
             started = self.now()
-            startup = self.server.start(self.probe, self.options.start_timeout)
-            self.result.initial["startup_s"] = startup
-            self.options.progress(f"server answered after {startup:.2f} s")
+            answered, ready = self.server.start(self.probe, self.options.start_timeout)
+            self.result.initial.update(startup_s=answered, ready_s=ready)
+            self.options.progress(
+                f"the server answered after {answered:.2f} s, was ready after {ready:.2f} s"
+            )
         self._wait_count(base + len(docs), started + self.options.start_timeout)
         changes = [Change(ChangeKind.CREATE, d.name, (), (self.workload.visible_now(d),)) for d in docs]
         pending = self._wait_all(changes, started)
         seconds = max((p.seen or self.now()) for p in pending) - started if pending else 0.0
+        # from a start: the rate counts from when the server answered (its model loaded, listening)
+        indexing = seconds - self.result.initial.get("startup_s", 0.0)
         visible = sum(1 for p in pending if p.seen is not None)
         self.result.initial.update(
-            {
-                "documents": len(docs),
-                "visible": visible,
-                "seconds": seconds,
-                "docs_per_s": len(docs) / seconds,
-            }
+            documents=len(docs), visible=visible, seconds=seconds, docs_per_s=len(docs) / indexing
         )
         chunks = self.probe.metrics().get("ragflow_chunks")
         if chunks is not None:
             self.result.initial["chunks"] = chunks - chunks_before
-            self.result.initial["chunks_per_s"] = (chunks - chunks_before) / seconds
+            self.result.initial["chunks_per_s"] = (chunks - chunks_before) / indexing
         self.options.progress(f"initial indexing: {visible}/{len(docs)} documents visible in {seconds:.2f} s")
 
     def _write_all(self, docs: Sequence[Document]) -> None:
@@ -285,11 +301,12 @@ class FreshnessRun:
         changes = [self.workload.change(ChangeKind.EDIT) for _ in range(edits)]
         pending = [self._write(c) for c in changes]
         started = self.now()
-        ready = self.server.start(self.probe, self.options.start_timeout)
+        answered, ready = self.server.start(self.probe, self.options.start_timeout)
         self._wait_all(changes, started, pending)
         last = max((p.seen or self.now()) for p in pending)
         self.result.restart = {
             "edits_while_down": edits,
+            "answered_s": answered,
             "ready_s": ready,
             "caught_up_s": last - started,
             "visible": sum(1 for p in pending if p.seen is not None),
@@ -380,6 +397,25 @@ class FreshnessRun:
         if isinstance(view.get("_indexed_at"), int | float):
             stamps["indexed"] = float(view["_indexed_at"])
         record.server = {name: at - returned_wall for name, at in stamps.items()}
+
+
+def make_target(options: FreshnessOptions, folder: Path, run_id: str) -> SourceTarget:
+    """The source the options name, written under a name of its own (``freshness-<run_id>``)."""
+    if options.source == "folder":
+        if options.url is not None and options.folder is None:
+            raise ConfigError("with url, give the folder the server indexes (folder)")
+        return FolderTarget(folder, run_id)
+    if options.source == "kafka":
+        if not options.kafka_bootstrap or not options.kafka_topic:
+            raise ConfigError(
+                "the kafka source needs the broker (kafka_bootstrap) and the topic (kafka_topic)"
+            )
+        return KafkaTarget(options.kafka_bootstrap, options.kafka_topic, run_id)
+    if options.source == "s3":
+        if not options.s3_bucket:
+            raise ConfigError("the s3 source needs the bucket (s3_bucket)")
+        return S3Target(options.s3_endpoint, options.s3_bucket, options.s3_prefix, run_id)
+    raise ConfigError(f"source must be folder, s3 or kafka, got {options.source!r}")
 
 
 def run_freshness(options: FreshnessOptions) -> FreshnessResult:

@@ -32,8 +32,9 @@ class Poll:
 
 
 def quote_jmespath(text: str) -> str:
-    """``text`` as a JMESPath raw string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """``text`` as a JMESPath JSON literal (`` `"..."` ``): Pathway's servers fail on a raw string literal
+    (``'...'``) in a filter, and both read this form."""
+    return "`" + json.dumps(text).replace("`", "\\`") + "`"
 
 
 class Probe:
@@ -122,16 +123,16 @@ class Probe:
         found = self.json("POST", "/v1/statistics", {})
         return found if isinstance(found, dict) else {}
 
-    def answers(self) -> bool:
-        """Whether the server is up and ready: ``/readyz`` says 200, or, on a server without it,
-        ``/v1/statistics`` answers."""
+    def readiness(self) -> tuple[bool, bool]:
+        """Whether the server answers HTTP at all, and whether it is ready: ``/readyz`` says 200 or, on a
+        server without it, ``/v1/statistics`` answers 200."""
         try:
             status, _ = self.request("GET", "/readyz")
             if status == 404:
                 status, _ = self.request("POST", "/v1/statistics", {})
         except OSError:
-            return False
-        return status == 200
+            return False, False
+        return True, status == 200
 
     def metrics(self) -> dict[str, float]:
         """The unlabelled samples of ``/metrics`` (empty where the server has none)."""

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragflow.errors import RagflowError
+from ragflow.errors import ConfigError, RagflowError
 
 from ._probe import Probe
 
@@ -74,8 +74,8 @@ class Sample:
 
 @dataclass
 class ServerProcess:
-    """``command`` (a shell-style string with ``{folder}``, ``{port}`` and ``{state}`` placeholders)
-    run as the server under test, sampled every ``interval`` seconds while it lives."""
+    """``command`` (a shell-style string with ``{folder}``, ``{port}``, ``{state}`` and the source's
+    placeholders) run as the server under test, sampled every ``interval`` seconds while it lives."""
 
     command: str
     folder: Path
@@ -85,6 +85,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     samples: list[Sample] = field(default_factory=list)
     log: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    """More placeholders: the source's (``{bucket}``, ``{topic}``, ...)."""
     _process: subprocess.Popen[bytes] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _cpu_before: float = 0.0
@@ -93,30 +95,49 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def argv(self) -> list[str]:
-        values = {"folder": str(self.folder), "port": str(self.port), "state": str(self.state)}
-        return [part.format(**values) for part in shlex.split(self.command)]
+    def placeholders(self) -> dict[str, str]:
+        return {"folder": str(self.folder), "port": str(self.port), "state": str(self.state), **self.extra}
 
-    def start(self, probe: Probe, timeout: float) -> float:
-        """Start the server and return the seconds until it answers (``Probe.answers``)."""
+    def argv(self) -> list[str]:
+        try:
+            return [part.format(**self.placeholders()) for part in shlex.split(self.command)]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"the server command {self.command!r} has a placeholder this run cannot fill ({exc}); "
+                f"it may use {', '.join('{' + k + '}' for k in self.placeholders())}"
+            ) from None
+
+    def start(self, probe: Probe, timeout: float) -> tuple[float, float]:
+        """Start the server; return the seconds until it answers HTTP and until it is ready."""
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         started = time.perf_counter()
         self._process = subprocess.Popen(
-            self.argv(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.environment()
         )
         self._stop.clear()
         threading.Thread(target=self._sample, name="bench-server-sampler", daemon=True).start()
-        while not probe.answers():
+        answered: float | None = None
+        while True:
+            up, ready = probe.readiness()
+            now = time.perf_counter() - started
+            if up and answered is None:
+                answered = now
+            if ready:
+                return answered if answered is not None else now, now
             if self._process.poll() is not None:
                 raise ServerStartError(
                     f"the server command exited with code {self._process.returncode} before answering: "
                     f"{' '.join(self.argv())}" + (f" (its output is in {self.log})" if self.log else "")
                 )
-            if time.perf_counter() - started > timeout:
+            if now > timeout:
                 self.stop()
-                raise ServerStartError(f"the server did not answer at {self.url} within {timeout:g} s")
+                raise ServerStartError(f"the server at {self.url} was not ready within {timeout:g} s")
             time.sleep(0.05)
-        return time.perf_counter() - started
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: this one plus ``RAGFLOW_BENCH_<NAME>`` for each placeholder, so a
+        configuration file can refer to them (``${RAGFLOW_BENCH_PORT}``)."""
+        return {**os.environ, **{f"RAGFLOW_BENCH_{k.upper()}": v for k, v in self.placeholders().items()}}
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; the CPU it used so far is kept."""

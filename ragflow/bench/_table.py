@@ -59,7 +59,10 @@ def run_figures(result: FreshnessResult) -> list[str]:
             text += f", {initial['chunks']:.0f} chunks, {initial['chunks_per_s']:.1f} chunks/s"
         text += ")"
         if "startup_s" in initial:
-            text += f"; the server answered {initial['startup_s']:.2f} s after its start"
+            text += (
+                f"; the server answered {initial['startup_s']:.2f} s after its start, "
+                f"ready {initial.get('ready_s', math.nan):.2f} s"
+            )
         lines.append(text)
     for burst in result.bursts:
         text = (

@@ -90,7 +90,8 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Operation:
-    """One write at the source: ``put`` a text under a name, ``remove`` it, or ``rename`` it."""
+    """One write at the source: ``put`` a text under a name, ``remove`` it, or ``rename`` it (``text`` is
+    then its text, for sources where a rename is a delete and a put)."""
 
     op: str
     name: str
@@ -185,7 +186,7 @@ class Workload:
             return Change(
                 kind,
                 doc.name,
-                (Operation("rename", doc.name, new_name=new.name),),
+                (Operation("rename", doc.name, new.text, new.name),),
                 (self._shows(new), Expectation(doc.name, gone=True)),
             )
         old = doc.markers

@@ -15,7 +15,7 @@ from typing import Any
 from ragflow.bench._workload import Operation
 from tests.fakes.local_http import send_json, serve, shut
 
-SUFFIX = re.compile(r"ends_with\(path, '(.*)'\)")
+SUFFIX = re.compile(r"ends_with\(path, `(.*)`\)")
 
 
 class DelayedServer:
@@ -67,7 +67,7 @@ class DelayedServer:
                     match = SUFFIX.fullmatch(body.get("metadata_filter") or "")
                     names = server.names(now)
                     if match:
-                        names = [n for n in names if ("/fake/" + n).endswith(match.group(1))]
+                        names = [n for n in names if ("/fake/" + n).endswith(json.loads(match.group(1)))]
                     hits = [
                         {"text": p, "metadata": {"path": "/fake/" + n}, "dist": 0.5}
                         for n in names

@@ -28,8 +28,10 @@ def test_measured_freshness_is_the_delay_within_the_polling_resolution(delay: fl
         # never reported visible before it is; the last miss was asked before it became visible
         assert record.fresh_s >= delay - 0.001, record
         assert record.lower_s <= delay, record
-        assert record.fresh_s - delay <= record.resolution_s + 0.001  # type: ignore[operator]
-        assert record.resolution_s is not None and record.resolution_s < 0.1, record
+        assert record.resolution_s is not None and record.fresh_s - delay <= record.resolution_s + 0.001
+    # polls 5 ms apart: the gap between the deciding polls is a few of them (a loose bound, the machine
+    # running the tests may be loaded)
+    assert result.resolution() < 0.5
 
 
 def test_an_edit_is_not_fresh_while_the_old_text_is_still_served() -> None:
