@@ -291,7 +291,12 @@ def test_status_shows_readiness_statistics_and_errors(stub: StubServer, tmp_path
     assert lines[1] == "documents      7"
     assert lines[2].endswith("(10 min ago)") and lines[3].endswith("s ago)")
     assert lines[4:] == ["errors         1", "  broken.pdf (parse): not a PDF"]
-    assert [path for _, path, _, _ in stub.requests] == ["/readyz", "/v1/statistics", "/v1/errors"]
+    assert [path for _, path, _, _ in stub.requests] == [
+        "/readyz",
+        "/v1/statistics",
+        "/v1/errors",
+        "/v1/sources",
+    ]
 
 
 def test_status_while_indexing_and_as_json(stub: StubServer, tmp_path: Path) -> None:
@@ -308,6 +313,41 @@ def test_status_while_indexing_and_as_json(stub: StubServer, tmp_path: Path) -> 
     assert "last indexed   never" in done.stdout and "errors         none" in done.stdout
     report = json.loads(ragflow("status", "--url", stub.url, "--json", cwd=tmp_path).stdout)
     assert report["ready"] is False and report["statistics"]["file_count"] == 0
+
+
+def test_status_shows_each_source_and_why_an_unhealthy_one_is(stub: StubServer, tmp_path: Path) -> None:
+    now = time.time()
+    stub.routes[("GET", "/readyz")] = (200, {"status": "ready"})
+    stub.routes[("GET", "/v1/statistics")] = (
+        200,
+        {"file_count": 3, "last_modified": None, "last_indexed": None},
+    )
+    stub.routes[("GET", "/v1/errors")] = (200, [])
+    reason = "bucket 'docs' does not exist; create it or fix 'bucket'"
+    sources = [
+        {"name": "notes", "kind": "folder", "documents": 1234, "snapshot_complete": True, "healthy": True,
+         "reason": None, "since": now - 3600, "counters": [], "gauges": []},
+        {"name": "archive", "kind": "s3", "documents": 2, "snapshot_complete": False, "healthy": False,
+         "reason": reason, "since": now - 300, "counters": [], "gauges": []},
+    ]  # fmt: skip
+    stub.routes[("GET", "/v1/sources")] = (200, sources)
+    done = ragflow("status", "--url", stub.url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    at = lines.index("sources        2, 1 UNHEALTHY")
+    assert lines[at + 1] == "  notes (folder): healthy, 1,234 documents"
+    assert lines[at + 2].startswith("  archive (s3): UNHEALTHY since ")
+    assert lines[at + 2].endswith("(5 min ago), 2 documents, still listing")
+    assert lines[at + 3] == f"    {reason}"
+    assert lines[at + 4] == "errors         none"
+    report = json.loads(ragflow("status", "--url", stub.url, "--json", cwd=tmp_path).stdout)
+    assert report["sources"] == sources
+
+    stub.routes[("GET", "/v1/sources")] = (403, {"error": {"message": "this key may not read sources"}})
+    assert (
+        "sources        unknown: this key may not read sources"
+        in ragflow("status", "--url", stub.url, cwd=tmp_path).stdout.splitlines()
+    )
 
 
 def test_the_api_key_is_sent_and_a_refusal_says_how_to_give_it(stub: StubServer, tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from ragflow.connectors.folder import FolderSource
+from ragflow.connectors.upload import UploadSource
 from ragflow.errors import ConfigError
+from ragflow.sources import ChangeKind, DocumentChange, EmitChanges
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
 
@@ -344,3 +346,42 @@ def test_a_large_first_listing_becomes_searchable_in_slices(tmp_path: Path) -> N
     # an epoch holds at most 2 x 64 row changes (64 updates, each a retraction and an insertion)
     assert sum(epochs) == 200 and max(epochs) <= 128 and len([n for n in epochs if n]) >= 2
     assert store.statistics()["file_count"] == 200
+
+
+class QuietSource:
+    """One document, and no ``status``: a source that reports no health."""
+
+    def __init__(self, name: str = "quiet") -> None:
+        self.name = name
+
+    def run(self, emit: EmitChanges, stop: threading.Event, mode: str, position: Any = None) -> None:
+        emit([DocumentChange("q.txt", ChangeKind.UPSERT, b"A quiet meadow.", {"path": "q.txt"})], True)
+        if mode == "streaming":
+            stop.wait()
+
+
+def test_sources_report_each_sources_kind_documents_snapshot_and_health(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("The harbor lantern.")
+    (docs / "b.md").write_text("The canyon falcon.")
+    folder = FolderSource(docs, reconcile_interval=None)
+    store = DocumentStore([folder, UploadSource(), QuietSource()], embedder=HashingEmbedder())
+    assert [s.snapshot_complete for s in store.sources()] == [False, False, False]
+    with store:
+        assert store.wait_until_fresh(30)
+        found = store.sources()
+        assert [(s.name, s.kind, s.documents, s.snapshot_complete, s.healthy) for s in found] == [
+            (folder.name, "folder", 2, True, True),
+            ("upload", "upload", 0, True, True),
+            ("quiet", "QuietSource", 1, True, True),
+        ]
+        assert found[0].since is not None and found[0].reason is None
+        assert found[2].since is None and found[2].reason is None  # it reports no health
+        folder.status.gauge("queued_events", 3)
+        assert [(g.name, g.value) for g in store.sources()[0].gauges] == [("queued_events", 3.0)]
+        shutil.rmtree(docs)
+        assert eventually(lambda: not store.sources()[0].healthy and store.sources()[0].documents == 0)
+        assert f"folder {os.path.realpath(docs)} is missing" in str(store.sources()[0].reason)
+        docs.mkdir()
+        assert eventually(lambda: store.sources()[0].healthy)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from ragflow.errors import ConfigError, FilterError
 from ragflow.filters import glob_to_regex
-from ragflow.sources import ChangeKind, DocumentChange, EmitChanges
+from ragflow.sources import ChangeKind, DocumentChange, EmitChanges, SourceStatus
 
 from .read import PathMetadata, PathMetadataRules
 from .sync import _FolderSync
@@ -57,8 +57,8 @@ class FolderSource:
       other half of a rename before calling it a delete.
     - ``position`` per change is the file's fingerprint (size, mtime_ns, ctime_ns, inode, content
       digest); ``run`` resumes from a mapping ``doc_id -> position`` and emits only the differences.
-    - If the root disappears, every document is deleted and the source keeps running; when the root
-      comes back, it is rescanned and watched again.
+    - If the root disappears, every document is deleted and the source keeps running, unhealthy (its
+      ``status`` says why); when the root comes back, it is rescanned and watched again, and healthy.
 
     Example:
         >>> import threading
@@ -99,6 +99,8 @@ class FolderSource:
             raise ConfigError(f"FolderSource coalesce_window must be >= 0 seconds, got {coalesce_window}")
         self.coalesce_window = coalesce_window
         self.metadata_from_paths = PathMetadata(metadata_from_paths) if metadata_from_paths else None
+        self.status = SourceStatus()
+        """Health (unhealthy while the root is missing), for ``DocumentStore.sources()`` and ``/metrics``."""
 
     def run(
         self,

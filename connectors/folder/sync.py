@@ -66,7 +66,13 @@ class _FolderSync(SourceRun[Event]):
     # -- the run's steps (``SourceRun``) -----------------------------------------------------------------
 
     def start(self, mode: Literal["static", "streaming"], position: Any) -> None:
-        self._tree = FolderTree(self._resolve_root(), self._config)
+        try:
+            root = self._resolve_root()
+        except SourceError as exc:
+            self._config.status.unhealthy(str(exc))
+            raise
+        self._config.status.healthy()
+        self._tree = FolderTree(root, self._config)
         self._known = self._known_from_position(position)
         if mode == "streaming":
             self._watch.start(self._tree.root, self.loop)
@@ -204,6 +210,10 @@ class _FolderSync(SourceRun[Event]):
         )
         self._watch.stop()
         self._root_missing = True
+        self._config.status.unhealthy(
+            f"folder {self._tree.root} is missing (deleted, moved or unmounted); its documents are out of "
+            "the index until it is back: restore it, or fix the source's root"
+        )
         self._pending.first.clear()
         for doc_id in sorted(self._known):
             self._delete(doc_id, group, None)
@@ -213,6 +223,7 @@ class _FolderSync(SourceRun[Event]):
             return
         logger.info("folder source root %s is back; rescanning it", self._tree.root)
         self._root_missing = False
+        self._config.status.healthy()
         self._reconcile(group)
 
     def _sync_root(self, group: _Group) -> None:

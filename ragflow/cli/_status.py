@@ -14,10 +14,11 @@ from ragflow.cli._errors import EXIT_FAILURE, EXIT_OK
 from ragflow.cli._output import say
 from ragflow.errors import ConfigError
 
-HELP = "show a running server's readiness, statistics and errors, or what a state directory holds"
+HELP = "show a running server's readiness, statistics, sources and errors, or what a state directory holds"
 DESCRIPTION = (
-    "Show a running server's readiness (/readyz), statistics (/v1/statistics) and the "
-    "documents it could not index (/v1/errors). With --state-dir, show instead what a state directory "
+    "Show a running server's readiness (/readyz), statistics (/v1/statistics), its sources with their "
+    "health (/v1/sources) and the documents it could not index (/v1/errors). With --state-dir, show "
+    "instead what a state directory "
     "holds (documents, chunks, source positions, last checkpoint, embedding cache), read from disk "
     "without a server and without changing it (safe while a server runs on it)."
 )
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     code, readiness = client.status_of("/readyz")
     stats = client.get("/v1/statistics")
     errors = client.get("/v1/errors")
+    sources_code, sources = client.status_of("/v1/sources")
     ready = code == 200
     if args.json:
         report = {
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             "ready": ready,
             "readiness": readiness,
             "statistics": stats,
+            "sources": sources if sources_code == 200 else None,
             "errors": errors,
         }
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -61,10 +64,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"documents      {stats.get('file_count')}")
     print(f"last modified  {_when(stats.get('last_modified'))}")
     print(f"last indexed   {_when(stats.get('last_indexed'))}")
+    _print_sources(sources_code, sources)
     print(f"errors         {len(errors) if errors else 'none'}")
     for error in errors or []:
         print(f"  {error.get('doc_id', '?')} ({error.get('stage', '?')}): {error.get('message', '')}")
     return EXIT_OK
+
+
+def _print_sources(code: int, sources: Any) -> None:
+    """The sources with their health; an unhealthy one in capitals, with since when and why. Nothing for
+    a server older than ``/v1/sources`` (404)."""
+    if code == 404:
+        return
+    if code != 200 or not isinstance(sources, list):
+        print(f"sources        unknown: {error_message(sources) or f'HTTP {code}'}")
+        return
+    unhealthy = [source for source in sources if not source.get("healthy", True)]
+    print(f"sources        {len(sources)}" + (f", {len(unhealthy)} UNHEALTHY" if unhealthy else ""))
+    for source in sources:
+        documents = f"{source.get('documents', 0):,} documents"
+        listing = "" if source.get("snapshot_complete") else ", still listing"
+        health = "healthy" if source.get("healthy", True) else f"UNHEALTHY since {_when(source.get('since'))}"
+        print(f"  {source.get('name', '?')} ({source.get('kind', '?')}): {health}, {documents}{listing}")
+        if not source.get("healthy", True):
+            print(f"    {source.get('reason') or 'no reason given'}")
 
 
 def _bytes_text(n: int | None) -> str:

@@ -1,11 +1,15 @@
 """Prometheus metrics of a served store: documents by status, chunks, queued changes, epoch latency,
-freshness (a document's ``seen_at`` to its ``indexed_at``), embedding rate, errors and HTTP requests."""
+freshness (a document's ``seen_at`` to its ``indexed_at``), embedding rate, errors, HTTP requests, and each
+source's health, counters and gauges."""
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -17,12 +21,17 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ragflow.engine import EpochReport
-    from ragflow.store import DocumentStatus, DocumentStore
+    from ragflow.sources import SourceSample
+    from ragflow.store import DocumentStatus, DocumentStore, SourceReport
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+
+log = logging.getLogger("ragflow.server")
 
 # The *_created series (when each counter was made) only double the output here.
 disable_created_metrics()
@@ -100,6 +109,7 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        r.register(SourceMetrics(store))
         self._lock = threading.Lock()
         self._observed: dict[str, float] = {}
         self._embedded_samples: deque[tuple[float, int]] = deque()
@@ -168,6 +178,72 @@ class ServerMetrics:
                 self.freshness.observe(max(0.0, status.indexed_at - status.seen_at))
             for gone in self._observed.keys() - present:
                 del self._observed[gone]
+
+
+class SourceMetrics(Collector):
+    """Each source's health and its own counters and gauges (``SourceStatus``), read at each scrape:
+    ``ragflow_source_up{source}``, ``ragflow_source_<name>_total{source,...}`` for a counter and
+    ``ragflow_source_<name>{source,...}`` for a gauge. Names and label names are made valid for Prometheus
+    (other characters become ``_``); a source's own ``source`` label is exported as ``exported_source``.
+    A gauge whose series would clash with a counter's (or either with ``ragflow_source_up``) is left out,
+    with a warning."""
+
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
+        self._warned: set[str] = set()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # the names depend on what the sources report: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        reports = self._store.sources()
+        up = GaugeMetricFamily(
+            "ragflow_source_up",
+            "1 while the source can reach what it reads, 0 while not (GET /v1/sources says why)",
+            labels=["source"],
+        )
+        counters: dict[str, Metric] = {}
+        gauges: dict[str, Metric] = {}
+        for report in reports:
+            up.add_metric([report.name], 1.0 if report.healthy else 0.0)
+            _add_samples(counters, report, report.counters, "counter")
+            _add_samples(gauges, report, report.gauges, "gauge")
+        yield up
+        taken = {up.name}
+        for family in [*counters.values(), *gauges.values()]:
+            series = {family.name, *(sample.name for sample in family.samples)}
+            if series & taken:
+                if family.name not in self._warned:
+                    self._warned.add(family.name)
+                    log.warning("source metric %s is left out of /metrics: its name is taken", family.name)
+                continue
+            taken |= series
+            yield family
+
+
+def _add_samples(
+    families: dict[str, Metric], report: SourceReport, samples: Iterable[SourceSample], kind: str
+) -> None:
+    for sample in samples:
+        name = "ragflow_source_" + re.sub("[^a-zA-Z0-9_:]", "_", sample.name)
+        if kind == "counter":
+            name = name.removesuffix("_total")
+        family = families.get(name)
+        if family is None:
+            family = families[name] = Metric(name, f"{kind.capitalize()} {sample.name!r} of a source", kind)
+        sample_name = f"{name}_total" if kind == "counter" else name
+        family.add_sample(sample_name, _labels(report.name, sample.labels), sample.value)
+
+
+def _labels(source: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """``source`` plus the sample's own labels, their names made valid (``__`` starts reserved names)."""
+    exported = {"source": source}
+    for key, value in labels.items():
+        label = re.sub("[^a-zA-Z0-9_]", "_", key).lstrip("_")
+        if not label or label[0].isdigit():
+            label = f"label_{label}"
+        exported["exported_source" if label == "source" else label] = str(value)
+    return exported
 
 
 def _queued_changes(store: DocumentStore) -> int:

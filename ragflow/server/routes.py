@@ -1,5 +1,5 @@
 """The endpoints: Pathway's document and answering routes (with their aliases), the OpenAI-compatible
-chat, uploads, errors, health, readiness, metrics and Pathway's ``/_schema``."""
+chat, uploads, errors, sources, health, readiness, metrics and Pathway's ``/_schema``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from starlette.responses import Response, StreamingResponse
 
 from ragflow.answer import Answerer, Citation, LLMError
 from ragflow.documents import DocumentChange, Hit
-from ragflow.store import DocumentStore
+from ragflow.sources import SourceSample
+from ragflow.store import DocumentStore, SourceReport
 
 from . import schemas as s
 from .errors import ApiError, error_response
@@ -103,6 +104,14 @@ def add_routes(app: FastAPI, *, with_uploads: bool) -> None:
         tags=["documents"],
         summary="Documents that could not be indexed, and why",
         responses={200: {"model": list[s.DocumentErrorModel]}},
+    )
+    app.add_api_route(
+        "/v1/sources",
+        sources,
+        methods=["GET"],
+        tags=["operations"],
+        summary="The sources: documents held, snapshot done, health and why",
+        responses={200: {"model": list[s.SourceModel]}},
     )
     app.add_api_route(
         "/_schema",
@@ -309,6 +318,11 @@ async def document_errors(request: Request) -> Response:
     return _json([{"doc_id": e.doc_id, "stage": e.stage, "message": e.message} for e in found])
 
 
+async def sources(request: Request) -> Response:
+    found = await run_in_threadpool(state_of(request).store.sources)
+    return _json([_source(report) for report in found])
+
+
 async def pathway_schema(request: Request) -> Response:
     schema = request.app.openapi()
     if request.query_params.get("format", "json").lower() == "yaml":
@@ -376,6 +390,23 @@ def _fallback(value: Any) -> Any:
 def _hit(hit: Hit) -> dict[str, Any]:
     dist = float(hit.dist)
     return {"text": hit.text, "metadata": hit.metadata, "dist": dist if math.isfinite(dist) else None}
+
+
+def _source(report: SourceReport) -> dict[str, Any]:
+    def samples(found: tuple[SourceSample, ...]) -> list[dict[str, Any]]:
+        return [{"name": x.name, "labels": dict(x.labels), "value": x.value} for x in found]
+
+    return {
+        "name": report.name,
+        "kind": report.kind,
+        "documents": report.documents,
+        "snapshot_complete": report.snapshot_complete,
+        "healthy": report.healthy,
+        "reason": report.reason,
+        "since": report.since,
+        "counters": samples(report.counters),
+        "gauges": samples(report.gauges),
+    }
 
 
 def _chat_chunks(

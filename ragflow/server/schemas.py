@@ -20,6 +20,8 @@ __all__ = [
     "InputsRequest",
     "RetrieveRequest",
     "RetrievedChunk",
+    "SourceModel",
+    "SourceSampleModel",
     "StatisticsRequest",
     "StatisticsResponse",
     "SummarizeRequest",
@@ -153,6 +155,30 @@ class DocumentErrorModel(BaseModel):
     doc_id: str
     stage: str
     message: str
+
+
+class SourceSampleModel(BaseModel):
+    """A counter or gauge of a source, as ``/metrics`` exports it (``ragflow_source_<name>[_total]``)."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class SourceModel(BaseModel):
+    """``/v1/sources``: one source of the store, what it holds and whether it can reach what it reads."""
+
+    name: str
+    kind: str = Field(description="Its kind in the configuration (folder, s3, kafka...), else its class name")
+    documents: int = Field(description="Documents it holds now (indexed, queued or failed)")
+    snapshot_complete: bool = Field(description="Its initial listing is all in")
+    healthy: bool
+    reason: str | None = Field(description="What is wrong and what to do, while unhealthy")
+    since: float | None = Field(
+        description="When it last became healthy or unhealthy (Unix seconds); null if it reports no health"
+    )
+    counters: list[SourceSampleModel]
+    gauges: list[SourceSampleModel]
 
 
 class ErrorDetail(BaseModel):

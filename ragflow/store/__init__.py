@@ -4,13 +4,14 @@ retrieval, statistics, per-document status and freshness.
 The package's modules, one job each: ``document_store`` (``DocumentStore``: building the pipeline, its
 lifecycle, retrieval and the engine's callbacks), ``document_table`` (the documents the store holds and when
 each became searchable), ``reports`` (what the store tells about itself: documents, inputs, errors,
-progress, statistics), ``restore`` (loading a checkpoint from a state directory) and ``parts`` (the default
+progress, statistics, sources), ``restore`` (loading a checkpoint from a state directory),
+``checkpoint_wait`` (a source waiting until its changes are checkpointed) and ``parts`` (the default
 parser, splitter and embedders).
 """
 
 from __future__ import annotations
 
 from .document_store import DocumentStore
-from .reports import DocumentError, DocumentStatus, Progress
+from .reports import DocumentError, DocumentStatus, Progress, SourceReport
 
-__all__ = ["DocumentError", "DocumentStatus", "DocumentStore", "Progress"]
+__all__ = ["DocumentError", "DocumentStatus", "DocumentStore", "Progress", "SourceReport"]

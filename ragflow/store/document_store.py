@@ -30,7 +30,7 @@ from ..sources import position_scope
 from .checkpoint_wait import CheckpointWaits
 from .document_table import DocumentTable
 from .parts import StoreParts
-from .reports import DocumentError, DocumentStatus, Progress, StoreReports
+from .reports import DocumentError, DocumentStatus, Progress, SourceReport, StoreReports
 from .restore import restore_checkpoint
 
 __all__ = ["DocumentStore"]
@@ -254,6 +254,12 @@ class DocumentStore:
         """How far the initial indexing has got (documents and chunks)."""
         elapsed = time.monotonic() - self._started_at if self._started_at is not None else 0.0
         return self._reports.progress(elapsed)
+
+    def sources(self) -> list[SourceReport]:
+        """One report per source, in the order given: its kind, the documents it holds now, whether its
+        snapshot is complete, and its health with the reason (from the ``SourceStatus`` a source exposes
+        as ``status``), with its own counters and gauges."""
+        return self._reports.sources()
 
     def persistence_stats(self) -> dict[str, Any] | None:
         """Checkpointing as it goes (``None`` without a ``state_dir``): ``last_checkpoint`` (Unix

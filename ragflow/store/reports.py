@@ -1,19 +1,24 @@
 """What a ``DocumentStore`` tells about itself: the report types (``DocumentStatus``, ``DocumentError``,
-``Progress``) and ``StoreReports``, the queries that build them from the document table, the feeds and the
-engine (documents, inputs, errors and the chunks they belong to, progress, statistics)."""
+``Progress``, ``SourceReport``) and ``StoreReports``, the queries that build them from the document table,
+the feeds and the engine (documents, inputs, errors and the chunks they belong to, progress, statistics,
+sources)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from ..engine import Engine, RowError
 from ..filters import MetadataFilter
 from ..pipeline import DocumentFeed, chunk_id
+from ..plugins import CONNECTORS
+from ..sources import SourceSample, source_status
 from .document_table import DocumentTable
 
-__all__ = ["DocumentError", "DocumentStatus", "Progress", "StoreReports"]
+__all__ = ["DocumentError", "DocumentStatus", "Progress", "SourceReport", "StoreReports"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,26 @@ class Progress:
         """Seconds left for the chunks seen so far (None until there is a rate)."""
         rate = self.chunk_rate
         return (self.chunks_seen - self.chunks_embedded) / rate if rate > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    """How one source is doing: what it holds, whether its snapshot is in, and its health with the reason
+    (from the ``SourceStatus`` it exposes as ``status``; a source without one always reads healthy)."""
+
+    name: str
+    kind: str
+    """The source's entry-point name (``folder``, ``s3``...), or its class name when it has none."""
+    documents: int
+    """Documents the source holds now (indexed, queued or failed)."""
+    snapshot_complete: bool
+    healthy: bool
+    reason: str | None
+    """What is wrong and what to do, while unhealthy."""
+    since: float | None
+    """When the source last became healthy or unhealthy (Unix seconds); ``None`` without a status."""
+    counters: tuple[SourceSample, ...] = ()
+    gauges: tuple[SourceSample, ...] = ()
 
 
 class StoreReports:
@@ -148,6 +173,27 @@ class StoreReports:
         complete = all(feed.snapshot_done.is_set() for feed in self._feeds)
         return Progress(seen, done, chunks_seen, embedded, elapsed, complete, *table.restored)
 
+    def sources(self) -> list[SourceReport]:
+        """See ``DocumentStore.sources``."""
+        reports = []
+        for feed in self._feeds:
+            status = source_status(feed.source)
+            health = status.health if status is not None else None
+            reports.append(
+                SourceReport(
+                    name=feed.name,
+                    kind=_kind_of(type(feed.source)),
+                    documents=len(feed.current),
+                    snapshot_complete=feed.snapshot_done.is_set(),
+                    healthy=health.healthy if health is not None else True,
+                    reason=health.reason if health is not None else None,
+                    since=health.since if health is not None else None,
+                    counters=tuple(status.counters()) if status is not None else (),
+                    gauges=tuple(status.gauges()) if status is not None else (),
+                )
+            )
+        return reports
+
     def _chunk_owners(self, chunk_ids: set[int]) -> dict[int, tuple[str, str]]:
         """The document and place (``chunk N``, with its page) of each of ``chunk_ids`` (a chunk's key is a
         digest of those, so the documents' chunks are searched; only done for chunks that have errors)."""
@@ -184,3 +230,23 @@ def _engine_error(error: RowError) -> DocumentError:
     key = error.key
     doc_id = str(key[0]) if isinstance(key, tuple) and key else str(key)
     return DocumentError(doc_id, error.operator, error.message)
+
+
+@functools.cache
+def _kind_of(cls: type) -> str:
+    """The name ``cls`` is registered under in the ``ragflow.connectors`` entry points, else its name.
+    Only an entry point naming a class of that name in the class's package is loaded (an optional
+    plugin's dependencies are not imported to answer)."""
+    module = cls.__module__
+    for entry in entry_points(group=CONNECTORS):
+        in_package = module == entry.module or module.startswith(f"{entry.module}.")
+        if entry.attr == cls.__qualname__ and in_package and _loaded(entry) is cls:
+            return entry.name
+    return cls.__name__
+
+
+def _loaded(entry: EntryPoint) -> object:
+    try:
+        return entry.load()
+    except Exception:  # a broken plugin must not break a report
+        return None
