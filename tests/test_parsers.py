@@ -158,6 +158,34 @@ def test_html_is_sniffed_without_an_extension_but_not_in_markdown() -> None:
     assert [u.text for u in parse(b"<p>hi</p>", "notes.md")] == ["<p>hi</p>"]
 
 
+@pytest.mark.parametrize(
+    ("data", "content_type", "expected"),
+    [
+        (b"<p>Hi <b>there</b></p>", "text/html; charset=utf-8", "Hi there"),
+        (b'[{"a": 1}, {"a": 2}]', "application/json", '{\n  "a": 1\n}\n\n{\n  "a": 2\n}'),
+        (b"name,city\nAnn,Oslo\n", "text/csv", "name: Ann; city: Oslo"),
+        (b"<p>kept as written</p>", "text/markdown", "<p>kept as written</p>"),
+    ],
+)
+def test_a_declared_content_type_chooses_the_format_of_a_name_without_suffix(
+    data: bytes, content_type: str, expected: str
+) -> None:
+    assert [u.text for u in parse(data, "kafka://docs/42", content_type=content_type)] == [expected]
+
+
+def test_a_filename_suffix_chooses_the_format_when_no_content_type_is_declared() -> None:
+    assert [u.text for u in parse(b"<p>Hi</p>", "kafka://docs/42", filename="page.html")] == ["Hi"]
+    declared = parse(b"<p>Hi</p>", "kafka://docs/42", filename="page.html", content_type="text/plain")
+    assert [u.text for u in declared] == ["<p>Hi</p>"]
+
+
+def test_an_unknown_content_type_leaves_the_choice_to_suffix_and_content() -> None:
+    assert detect_format("notes.json", b"[]", "application/octet-stream") is DocumentFormat.JSON
+    assert detect_format("x", make_pdf(["a"]), "text/plain") is DocumentFormat.PDF  # the signature wins
+    assert detect_format("x", b"%PDF-1.7", None) is DocumentFormat.PDF
+    assert detect_format("scan", b"...", "image/png") is DocumentFormat.IMAGE
+
+
 def test_html_declaring_a_legacy_charset_is_decoded_with_it() -> None:
     page = '<html><head><meta charset="windows-1252"></head><body><p>café “quoted”</p></body></html>'
     assert [u.text for u in parse(page.encode("cp1252"), "old.htm")] == ["café “quoted”"]

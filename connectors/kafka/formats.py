@@ -108,10 +108,12 @@ def _raw(message: Message, key: str | None, options: DecodeOptions, seen_ns: int
     if message.value is None:  # a tombstone
         return deletion(path, path, seen_ns)
     metadata = _metadata(message, path, key, seen_ns, size=len(message.value))
-    content_type = _header(message, _CONTENT_TYPE_HEADERS) or options.content_type
+    # what the parser reads the type from (see DefaultParser.parse): the message's own content-type, else
+    # its file name's suffix, else the configured content_type, else the id's suffix and the content
+    filename = _header(message, _FILENAME_HEADERS)
+    content_type = _header(message, _CONTENT_TYPE_HEADERS) or (None if filename else options.content_type)
     if content_type:
         metadata["content_type"] = content_type.split(";")[0].strip().lower()
-    filename = _header(message, _FILENAME_HEADERS)
     if filename:
         metadata["filename"] = filename
     return DocumentChange(path, ChangeKind.UPSERT, message.value, metadata)

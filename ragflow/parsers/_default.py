@@ -119,6 +119,10 @@ class DefaultParser:
     def parse(self, data: bytes, metadata: Metadata) -> list[TextUnit]:
         """Return the text units of ``data``; none for an empty or blank document.
 
+        The format comes from the content's signature, else from ``metadata["content_type"]`` (a media
+        type such as ``text/html``), else from the suffix of ``metadata["filename"]`` or, without one,
+        of ``metadata["path"]`` (a source whose ids carry no file name, like Kafka's, sets those two).
+
         Raises:
             IncompleteParse: parts could not be read (a scanned page without OCR, an attachment past
                 its cap...); its ``units`` are the rest, its message names the parts and what to do.
@@ -126,11 +130,21 @@ class DefaultParser:
                 message names the path and what is wrong.
         """
         path = str(metadata.get("path") or "<unnamed document>")
+        name = str(metadata.get("filename") or path)
+        declared = metadata.get("content_type")
+        media_type = declared if isinstance(declared, str) else None
         deadline = Deadline(path, self.limits.max_seconds)
-        return self._parse(data, metadata, path, path, deadline, 0)
+        return self._parse(data, metadata, path, name, deadline, 0, media_type)
 
     def _parse(
-        self, data: bytes, metadata: Metadata, path: str, name: str, deadline: Deadline, depth: int
+        self,
+        data: bytes,
+        metadata: Metadata,
+        path: str,
+        name: str,
+        deadline: Deadline,
+        depth: int,
+        media_type: str | None = None,
     ) -> list[TextUnit]:
         if not data:
             return []
@@ -145,7 +159,7 @@ class DefaultParser:
         custom = self.parsers.get(suffix)
         if custom is not None:
             return custom.parse(data, metadata)
-        document_format = detect_format(name, data)
+        document_format = detect_format(name, data, media_type)
         units = _BUILT_IN[document_format](data, metadata, context)
         if context.warnings:
             message = "; ".join(context.warnings)

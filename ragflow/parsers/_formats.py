@@ -1,5 +1,6 @@
 """Which format a document is in: by its content first (a PDF signature, a zip archive's known member, an
-OLE2 container, an image signature), then by its suffix, then by sniffing text."""
+OLE2 container, an image signature), then by its declared media type (a ``content_type`` such as a Kafka
+header or an HTTP ``Content-Type``), then by its suffix, then by sniffing text."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import zipfile
 from pathlib import PurePosixPath
 
-__all__ = ["OFFICE_FORMATS", "DocumentFormat", "detect_format"]
+__all__ = ["OFFICE_FORMATS", "DocumentFormat", "detect_format", "media_type_format"]
 
 
 class DocumentFormat(enum.Enum):
@@ -90,6 +91,32 @@ _SUFFIXES = {
     ".ppt": DocumentFormat.OLE,
     ".msg": DocumentFormat.OLE,
 }
+# Declared media types; ``application/octet-stream`` and unknown types say nothing, so the suffix decides.
+_MEDIA_TYPES = {
+    "application/pdf": DocumentFormat.PDF,
+    "text/html": DocumentFormat.HTML,
+    "application/xhtml+xml": DocumentFormat.HTML,
+    "application/json": DocumentFormat.JSON,
+    "application/x-ndjson": DocumentFormat.JSON,
+    "application/jsonl": DocumentFormat.JSON,
+    "text/csv": DocumentFormat.CSV,
+    "text/tab-separated-values": DocumentFormat.CSV,
+    "text/plain": DocumentFormat.TEXT,
+    "text/markdown": DocumentFormat.TEXT,
+    "text/x-markdown": DocumentFormat.TEXT,
+    "text/x-rst": DocumentFormat.TEXT,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": DocumentFormat.DOCX,
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": DocumentFormat.PPTX,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": DocumentFormat.XLSX,
+    "message/rfc822": DocumentFormat.EMAIL,
+    "application/mbox": DocumentFormat.MBOX,
+    "application/x-ipynb+json": DocumentFormat.NOTEBOOK,
+    "application/epub+zip": DocumentFormat.EPUB,
+    "text/x-python": DocumentFormat.CODE,
+    "application/msword": DocumentFormat.OLE,
+    "application/vnd.ms-excel": DocumentFormat.OLE,
+    "application/vnd.ms-powerpoint": DocumentFormat.OLE,
+}
 CODE_SUFFIXES = frozenset(
     {
         ".py", ".pyi", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx", ".go", ".rs", ".java", ".kt", ".scala",
@@ -128,15 +155,34 @@ _EMAIL_HEADER = re.compile(
 _MBOX_START = re.compile(rb"\AFrom \S+[^\n]*\d{4}\r?\n")
 
 
-def detect_format(path: str, data: bytes) -> DocumentFormat:
-    """The format of a document: by signature (PDF, zip with a known member, OLE2, images), else by
-    suffix, else e-mail or mailbox if it starts with mail headers, else HTML if it starts like an HTML
-    page, else text.
+def media_type_format(media_type: str | None) -> DocumentFormat | None:
+    """The format a declared media type names (parameters such as ``; charset=utf-8`` ignored), or
+    ``None`` when it names none that ``DefaultParser`` reads (``application/octet-stream``...).
+
+    Example:
+        >>> media_type_format("text/html; charset=utf-8").value
+        'html'
+    """
+    if not media_type:
+        return None
+    essence = media_type.split(";", 1)[0].strip().lower()
+    if essence.startswith("image/"):
+        return DocumentFormat.IMAGE
+    return _MEDIA_TYPES.get(essence)
+
+
+def detect_format(path: str, data: bytes, media_type: str | None = None) -> DocumentFormat:
+    """The format of a document: by signature (PDF, zip with a known member, OLE2, images), else by its
+    declared ``media_type`` (see ``media_type_format``), else by suffix, else e-mail or mailbox if it
+    starts with mail headers, else HTML if it starts like an HTML page, else text.
 
     Example:
         >>> detect_format("report.pdf", b"%PDF-1.7 ...").value
         'pdf'
+        >>> detect_format("kafka://news/42", b"<p>Hi</p>", "text/html").value
+        'html'
     """
+    declared = media_type_format(media_type)
     suffix = PurePosixPath(path).suffix.lower()
     if data.startswith(b"%PDF-"):
         return DocumentFormat.PDF
@@ -144,12 +190,14 @@ def detect_format(path: str, data: bytes) -> DocumentFormat:
         found = _zip_format(data)
         if found is not None:
             return found
-        if suffix in _SUFFIXES and _SUFFIXES[suffix] in OFFICE_FORMATS:
+        if (declared or _SUFFIXES.get(suffix)) in OFFICE_FORMATS:
             return DocumentFormat.ZIP  # a damaged Office file: refused as such, not as "binary"
     if data.startswith(_OLE_SIGNATURE):
         return DocumentFormat.OLE
     if data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return DocumentFormat.IMAGE
+    if declared is not None:
+        return declared
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix]
     if suffix in CODE_SUFFIXES:

@@ -151,6 +151,30 @@ def test_poison_messages_are_document_errors_copied_to_the_dead_letter_topic(kaf
     assert {"ragflow-error", "ragflow-source-partition", "ragflow-source-offset"} <= set(headers)
 
 
+def test_raw_documents_take_their_type_from_headers_or_the_content_type_option(kafka: KafkaBroker) -> None:
+    from tests.test_parsers import make_pdf
+
+    topic = kafka.create_topic(partitions=3)
+    producer = kafka.producer()
+    html = b"<h1>Quarterly</h1><p>Revenue <b>grew</b> in Oslo.</p><script>track()</script>"
+    producer.produce(topic, key=b"page-7", value=html, headers=[("content-type", b"text/html")])
+    pdf = make_pdf(["Minutes of the board", "Second page"])
+    producer.produce(topic, key=b"minutes", value=pdf, headers=[("content-type", b"application/pdf")])
+    producer.produce(topic, key=b"row-1", value=b"name,city\nAnn,Oslo\n", headers=[("path", b"team.csv")])
+    producer.produce(topic, key=b"plain", value=b"<p>no header</p>")
+    producer.flush(10)
+    with store_over(kafka_source(kafka, topic, content_type="text/html")) as store:
+        assert store.wait_until_fresh(30)
+        assert eventually(lambda: len(store.documents()) == 4)
+        texts: dict[str, list[tuple[Any, str]]] = {}
+        for doc_id, page, _, _, text in index_contents(store):
+            texts.setdefault(doc_id.rsplit("/", 1)[1], []).append((page, text))
+    assert texts["page-7"] == [(None, "Quarterly\n\nRevenue grew in Oslo.")]
+    assert texts["minutes"] == [(1, "Minutes of the board"), (2, "Second page")]
+    assert texts["row-1"] == [(None, "name: Ann; city: Oslo")]
+    assert texts["plain"] == [(None, "no header")]  # the content_type option, for messages without one
+
+
 def test_consumer_lag_per_partition_is_reported_and_falls_to_zero(kafka: KafkaBroker) -> None:
     topic = kafka.create_topic(partitions=3)
     produce(kafka.producer(), topic, "raw", random_ops(random.Random(1), KEYS, 30), seed=0)

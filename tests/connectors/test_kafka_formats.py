@@ -32,6 +32,19 @@ def test_raw_message_is_the_document_keyed_by_its_key_with_kafka_metadata() -> N
     assert meta["headers"] == {"content-type": "text/markdown"} and meta["content_type"] == "text/markdown"
 
 
+def test_raw_type_comes_from_the_content_type_header_then_a_file_name_header_then_the_option() -> None:
+    options = DecodeOptions(content_type="text/html")
+
+    def declared(*headers: tuple[str, bytes]) -> tuple[object, object]:
+        meta = decode(message(b"x", key=b"42", headers=headers), options).change.metadata
+        return meta.get("content_type"), meta.get("filename")
+
+    pdf = ("application/pdf", "a.md")
+    assert declared(("Content-Type", b"application/PDF; x=1"), ("path", b"a.md")) == pdf
+    assert declared(("filename", b"people.csv")) == (None, "people.csv")  # the suffix decides
+    assert declared() == ("text/html", None)
+
+
 def test_raw_tombstone_deletes_the_document() -> None:
     change = decode(message(None), DecodeOptions()).change
     assert (change.doc_id, change.kind, change.data) == ("kafka://docs/notes.md", DELETE, None)
