@@ -138,7 +138,16 @@ class S3Target:
             raise ConfigError("the S3 source needs boto3: pip install 'ragflow[s3]'") from None
         self.bucket = bucket
         self.prefix = f"{prefix}freshness-{run_id}/"
-        self._client = boto3.client("s3", endpoint_url=endpoint)
+        from botocore.config import Config
+
+        # path-style addressing: S3-compatible servers on an address (no bucket subdomains) need it
+        style = {"addressing_style": "path"} if endpoint else {}
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            config=Config(s3=style),
+        )
 
     def apply(self, operation: Operation) -> None:
         key = self.prefix + operation.name

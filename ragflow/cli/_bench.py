@@ -22,11 +22,12 @@ DESCRIPTION = "Benchmarks of a live index, run against ragflow or any server wit
 
 FRESHNESS_DESCRIPTION = """\
 Write documents and then timed changes (create, edit of one paragraph, whole rewrite, append, rename,
-delete; one at a time after random idle gaps, then a burst) into a folder the server under test indexes,
-and measure, through /v1/retrieve, /v1/statistics and /v1/inputs only, how long each takes to show in its
-answers. Start the server yourself with --server-cmd (with {folder}, {port} and {state} filled in:
-start-up, restart, memory and CPU are measured too) or attach to a running one with --url and --folder.
-With --compare, no run: the saved runs are put side by side."""
+delete; one at a time after random idle gaps, then a burst) into the source the server under test
+indexes (a folder, an S3 bucket or a Kafka topic), and measure, through /v1/retrieve, /v1/statistics and
+/v1/inputs only, how long each takes to show in its answers. Start the server with --server-cmd
+({folder}, {port}, {state}, {bucket}, {endpoint}, {topic}, {bootstrap} are filled in, and given to it as
+RAGFLOW_BENCH_<NAME> variables; start-up, restart, memory and CPU are measured too) or attach to a
+running one with --url. With --compare, no run: the saved runs are put side by side."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start the server with this command, e.g. 'ragflow serve {folder} --port {port} "
         "--state-dir {state}'",
     )
-    server.add_argument(
+    source = fresh.add_argument_group("the source the server indexes, where the run writes")
+    source.add_argument(
+        "--source", choices=["folder", "s3", "kafka"], default="folder", help="default: folder"
+    )
+    source.add_argument(
         "--folder",
         type=Path,
-        help="the folder the server indexes (the run writes into a subfolder of it and removes it after)",
+        help="the folder the server indexes (the run writes into a subfolder of it and removes it after; "
+        "default with --server-cmd: a temporary folder)",
     )
+    source.add_argument(
+        "--s3-bucket", help="the bucket the server indexes (credentials: the AWS_* variables)"
+    )
+    source.add_argument("--s3-endpoint", help="an S3-compatible server's URL (default: AWS)")
+    source.add_argument("--s3-prefix", default="", help="write under this key prefix of the bucket")
+    source.add_argument("--kafka-bootstrap", metavar="HOST:PORT", help="the Kafka broker")
+    source.add_argument("--kafka-topic", help="the topic the server consumes (keyed raw messages)")
     server.add_argument("--api-key", help=f"the server's API key (default: ${API_KEY_ENV})")
     server.add_argument("--server-log", type=Path, help="append the started server's output to this file")
     work = fresh.add_argument_group("workload")
@@ -114,8 +127,12 @@ def _options(args: argparse.Namespace) -> FreshnessOptions:
 
     if (args.url is None) == (args.server_cmd is None):
         raise ConfigError("give --server-cmd (start the server) or --url (attach to a running one)")
-    if args.url and args.folder is None:
+    if args.url and args.source == "folder" and args.folder is None:
         raise ConfigError("--url needs --folder: the folder that server indexes, where the run writes")
+    if args.source == "s3" and not args.s3_bucket:
+        raise ConfigError("--source s3 needs --s3-bucket (and --s3-endpoint for a server other than AWS)")
+    if args.source == "kafka" and not (args.kafka_bootstrap and args.kafka_topic):
+        raise ConfigError("--source kafka needs --kafka-bootstrap HOST:PORT and --kafka-topic")
     if args.restart and not args.server_cmd:
         raise ConfigError("--restart needs --server-cmd: the benchmark must be able to restart the server")
     try:
@@ -134,7 +151,13 @@ def _options(args: argparse.Namespace) -> FreshnessOptions:
     return FreshnessOptions(
         url=args.url,
         server_cmd=args.server_cmd,
+        source=args.source,
         folder=args.folder,
+        s3_endpoint=args.s3_endpoint,
+        s3_bucket=args.s3_bucket,
+        s3_prefix=args.s3_prefix,
+        kafka_bootstrap=args.kafka_bootstrap,
+        kafka_topic=args.kafka_topic,
         docs=args.docs,
         changes=args.changes,
         kinds=kinds,

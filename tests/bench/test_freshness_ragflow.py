@@ -14,7 +14,7 @@ from ragflow.bench import FreshnessResult, Probe, ServerProcess
 from ragflow.cli import EXIT_OK, EXIT_USAGE, main
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_CMD = f"{sys.executable} -m tests.bench.hashing_server {{folder}} {{port}} {{state}}"
+SERVER_CMD = f"{sys.executable} -m tests.bench.hashing_server {{port}} {{state}} folder {{folder}}"
 SMALL = ["--docs", "6", "--changes", "1", "--gap", "0.02,0.05", "--timeout", "20"]
 
 
