@@ -38,9 +38,8 @@ class Block:
     """An HNSW graph over all rows (``IndexHNSWFlat``, or ``IndexHNSWSQ`` over compact codes), set once
     when the block is full and its graph is built."""
     codes: Any = None
-    """Compact vectors only: an ``IndexScalarQuantizer`` holding the rows as float16 or 8-bit codes, set
-    once the block is full; ``vectors`` is then a read-only memory map of the full-precision rows, read
-    only to re-rank candidates."""
+    """Set with a graph over compact codes: the graph's ``IndexScalarQuantizer`` storage; candidates it
+    finds are re-ranked with ``vectors``, which for a full compact block is a read-only memory map."""
 
     @property
     def capacity(self) -> int:

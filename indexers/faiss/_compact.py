@@ -1,6 +1,6 @@
-"""How full blocks of the faiss index hold their vectors for search: float32 rows (shared with the block's
-HNSW graph when it has one), or compact float16 / 8-bit scalar-quantized codes whose full-precision rows are
-written to a file and memory-mapped, read only to re-rank candidates exactly."""
+"""How the faiss index's graphs hold vectors: float32 rows (a full block's rows then live only in its
+graph), or compact float16 / 8-bit scalar-quantized codes, whose candidates are re-ranked exactly with the
+full-precision rows, which full blocks keep in a memory-mapped file."""
 
 from __future__ import annotations
 
@@ -39,30 +39,19 @@ def one_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(threads)
 
 
-def encoded(vectors: FloatArray, fmt: VectorFormat) -> Any:
-    """An ``IndexScalarQuantizer`` holding ``vectors`` as ``fmt`` codes (8-bit: trained per dimension
-    on these very vectors)."""
-    codes = faiss.IndexScalarQuantizer(vectors.shape[1], _QUANTIZERS[fmt], faiss.METRIC_INNER_PRODUCT)
-    with one_thread():
-        codes.train(vectors)
-        codes.add(vectors)
-    return codes
-
-
-def built_graph(vectors: FloatArray, fmt: VectorFormat, hnsw_m: int, ef_construction: int) -> Any:
-    """An HNSW graph over ``vectors``: ``IndexHNSWFlat`` for float32, ``IndexHNSWSQ`` over codes else."""
-    dim = vectors.shape[1]
+def new_graph(sample: FloatArray, fmt: VectorFormat, hnsw_m: int, ef_construction: int) -> Any:
+    """An empty HNSW graph: ``IndexHNSWFlat`` for float32, ``IndexHNSWSQ`` over codes else (8-bit codes
+    trained per dimension on ``sample``, the first rows it will hold; later rows outside their range are
+    clipped, which the exact re-rank makes up for)."""
+    dim = sample.shape[1]
     graph: Any
     if fmt == "float32":
         graph = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
         quantizer: Any = _QUANTIZERS[fmt]  # an enum value, which faiss's stubs type as a class
         graph = faiss.IndexHNSWSQ(dim, quantizer, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.train(sample)
     graph.hnsw.efConstruction = ef_construction
-    with one_thread():
-        if fmt != "float32":
-            graph.train(vectors)
-        graph.add(vectors)
     return graph
 
 
@@ -73,10 +62,11 @@ def graph_storage(graph: Any) -> Any:
 
 
 def graph_fits(graph: Any, fmt: VectorFormat, rows: int, dim: int) -> str | None:
-    """Why a loaded graph cannot serve a block of ``rows`` ``dim``-d vectors held as ``fmt`` (None: fits)."""
+    """Why a loaded graph cannot serve a block of ``rows`` ``dim``-d vectors held as ``fmt`` (None: fits).
+    A graph may cover fewer rows than its block has (the tail's): the rest are searched exactly."""
     if not isinstance(graph, faiss.IndexHNSW):
         return f"it is a {type(graph).__name__}, not an HNSW graph"
-    if graph.d != dim or graph.ntotal != rows:
+    if graph.d != dim or graph.ntotal > rows:
         return f"it holds {graph.ntotal} {graph.d}-d vectors, the block {rows} {dim}-d ones"
     storage = graph_storage(graph)
     if fmt == "float32":
@@ -85,15 +75,6 @@ def graph_fits(graph: Any, fmt: VectorFormat, rows: int, dim: int) -> str | None
     elif not isinstance(storage, faiss.IndexScalarQuantizer) or storage.sq.qtype != _QUANTIZERS[fmt]:
         return f"its vectors are not held as {fmt}"
     return None
-
-
-def codes_fit(codes: Any, fmt: VectorFormat, rows: int, dim: int) -> bool:
-    """Whether loaded codes hold ``rows`` ``dim``-d vectors as ``fmt``."""
-    return bool(
-        fmt != "float32"
-        and isinstance(codes, faiss.IndexScalarQuantizer)
-        and (codes.ntotal, codes.d, codes.sq.qtype) == (rows, dim, _QUANTIZERS[fmt])
-    )
 
 
 def flat_rows(graph: Any) -> FloatArray:

@@ -1,9 +1,9 @@
 """The faiss index's file: what a snapshot saves (each block's rows, bitmap, HNSW graph and compact codes,
 and the metadata groups), written atomically and durably, and read back into a new writer, block by block.
 
-Layout: a magic line, then raw sections (vectors, serialized graphs and codes), then a pickled header that
-says where each section is (with a CRC-32 of every graph and codes section), then the header's offset and
-the magic again. Raw vectors can thus be memory-mapped in place, and a damaged graph is found before use.
+Layout: a magic line, then raw sections (vectors, serialized graphs), then a pickled header that says
+where each section is (with a CRC-32 of each), then the header's offset and the magic again. Raw vectors
+can thus be memory-mapped in place, and a damaged graph is found before use.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from ragflow.errors import IndexStoreError
 
-from ._blocks import INITIAL_TAIL_ROWS, Block, BlockView, IntArray, Snapshot, ceil8, live_rows
-from ._compact import VectorFormat, codes_fit, flat_rows, graph_fits, graph_storage
+from ._blocks import INITIAL_TAIL_ROWS, BlockView, IntArray, Snapshot, ceil8, live_rows
+from ._compact import VectorFormat, flat_rows, graph_fits, graph_storage
 from ._groups import MetadataGroups
 from ._transactions import BlockWriter, Transaction
 
@@ -70,7 +70,7 @@ def save_snapshot(snapshot: Snapshot, dim: int, block_size: int, path: str) -> N
 
 def _save_block(out: IO[bytes], view: BlockView) -> dict[str, Any]:
     block, used = view.block, view.used
-    graph, codes = block.hnsw, block.codes
+    graph = block.hnsw
     return {
         "ids": block.ids[:used],
         "gids": block.gids[:used],
@@ -78,10 +78,6 @@ def _save_block(out: IO[bytes], view: BlockView) -> dict[str, Any]:
         "live": view.live[: (used + 7) // 8],
         "vectors": _write_section(out, np.ascontiguousarray(block.vectors[:used])),
         "graph": _write_section(out, faiss.serialize_index(graph)) if graph is not None else None,
-        # A compact block with a graph keeps its codes inside the graph.
-        "codes": _write_section(out, faiss.serialize_index(codes))
-        if codes is not None and graph is None
-        else None,
     }
 
 
@@ -98,8 +94,7 @@ def load_snapshot(
 ) -> tuple[Snapshot, MetadataGroups]:
     """Fill a new, still private ``writer`` from the file at ``path``; ``keep_graphs`` adopts its saved
     HNSW graphs (those that fit ``vectors``); full blocks held as compact ``vectors`` keep their rows in
-    the file, memory-mapped. A damaged or unfitting graph or codes section is logged and left out: the
-    caller rebuilds it.
+    the file, memory-mapped. A damaged or unfitting graph is logged and left out: the caller rebuilds it.
 
     Returns:
         The snapshot to publish and the metadata groups that go with it.
@@ -138,7 +133,7 @@ def load_snapshot(
 
 
 class _SectionReader:
-    """Reads a file's sections: vectors into memory or memory-mapped, graphs and codes checked first."""
+    """Reads a file's sections: vectors into memory or memory-mapped, graphs checked first."""
 
     def __init__(self, path: str, dim: int) -> None:
         self.path, self.dim = path, dim
@@ -173,7 +168,7 @@ class _SectionReader:
 
 
 def _version_1_block(saved: dict[str, Any]) -> dict[str, Any]:
-    return {**saved, "graph": saved["hnsw"], "codes": None}
+    return {**saved, "graph": saved["hnsw"]}
 
 
 def _restore(
@@ -222,62 +217,49 @@ def _restore_block(
     capacity = block_size if full else max(INITIAL_TAIL_ROWS, ceil8(used))
     draft = writer.new_block(txn, min(capacity, block_size))
     block = draft.block
+    graph = _saved_graph(saved, reader, vectors, number) if keep_graphs else None
     if full:
         # Adopt the loaded arrays instead of copying them: loading then peaks at one copy of the index.
         block.ids = np.require(saved["ids"], np.int64, ["C_CONTIGUOUS", "WRITEABLE"])
         block.gids = np.require(saved["gids"], np.int64, ["C_CONTIGUOUS", "WRITEABLE"])
-        _adopt_search_structures(block, saved, reader, vectors, keep_graphs, number)
+        if vectors != "float32":
+            block.vectors = reader.vectors(saved["vectors"], mapped=True)
+        elif graph is not None and graph.ntotal == used:
+            block.vectors = flat_rows(graph)  # the graph holds the rows: one copy, not two
+        else:
+            block.vectors = reader.vectors(saved["vectors"], mapped=False)
     else:
         block.vectors[:used] = reader.vectors(saved["vectors"], mapped=False)
         block.ids[:used] = saved["ids"]
         block.gids[:used] = saved["gids"]
     if block.vectors.shape != (block.capacity, writer.dim) or len(saved["texts"]) != used:
         raise ValueError(f"a block of {used} ids has vectors of shape {block.vectors.shape}")
+    if graph is not None:
+        block.hnsw = graph
+        block.codes = graph_storage(graph) if vectors != "float32" else None
     block.texts.extend(saved["texts"])
     draft.live[: len(saved["live"])] = saved["live"]
     draft.used, draft.n_live = used, len(rows)
     writer.register(block, rows)
 
 
-def _adopt_search_structures(
-    block: Block,
-    saved: dict[str, Any],
-    reader: _SectionReader,
-    vectors: VectorFormat,
-    keep_graphs: bool,
-    number: int,
-) -> None:
-    """Set a full block's vectors, graph and codes from the file: those that fit ``vectors``; the rest is
-    left unset, to be rebuilt."""
-    used, dim = len(saved["ids"]), reader.dim
-    graph = (
-        reader.index(saved["graph"], f"HNSW graph of block {number}") if saved["graph"] is not None else None
-    )
-    if graph is not None and keep_graphs:
-        misfit = graph_fits(graph, vectors, used, dim)
-        if misfit is not None:
-            _log.warning(
-                "the HNSW graph of block %d in %s does not fit this index (%s); it is rebuilt",
-                number,
-                reader.path,
-                misfit,
-            )
-            graph = None
-    elif not keep_graphs:
-        graph = None
-    if vectors == "float32":
-        block.hnsw = graph
-        block.vectors = (
-            flat_rows(graph) if graph is not None else reader.vectors(saved["vectors"], mapped=False)
+def _saved_graph(saved: dict[str, Any], reader: _SectionReader, vectors: VectorFormat, number: int) -> Any:
+    """A block's saved graph if it is intact and fits ``vectors``; None (logged when one was saved) else."""
+    if saved["graph"] is None:
+        return None
+    graph = reader.index(saved["graph"], f"HNSW graph of block {number}")
+    if graph is None:
+        return None
+    misfit = graph_fits(graph, vectors, len(saved["ids"]), reader.dim)
+    if misfit is not None:
+        _log.warning(
+            "the HNSW graph of block %d in %s does not fit this index (%s); it is rebuilt",
+            number,
+            reader.path,
+            misfit,
         )
-        return
-    block.vectors = reader.vectors(saved["vectors"], mapped=True)
-    if graph is not None:
-        block.hnsw, block.codes = graph, graph_storage(graph)
-        return
-    codes = reader.index(saved["codes"], f"codes of block {number}") if saved["codes"] is not None else None
-    if codes is not None and codes_fit(codes, vectors, used, dim):
-        block.codes = codes
+        return None
+    return graph
 
 
 def _fsync_directory(directory: str) -> None:

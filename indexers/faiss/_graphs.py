@@ -1,6 +1,7 @@
-"""What a full block of the faiss index gets once its rows never change again: compact codes (with its
-full-precision rows moved to a memory-mapped file) and an HNSW graph, built in background threads or
-inline, and adopted by searches as soon as each is set."""
+"""HNSW graphs of the faiss index, grown with the blocks: the tail's graph is extended by a copy every
+``step`` new rows and completed when the block is full (a full block's rows never change again), in
+background threads or inline; searches adopt each graph as soon as it is published. Full compact blocks
+also move their full-precision rows to a memory-mapped file here."""
 
 from __future__ import annotations
 
@@ -8,78 +9,98 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
-from ._blocks import Block
-from ._compact import VectorFiles, VectorFormat, built_graph, encoded, flat_rows, graph_storage
+import faiss
+import numpy as np
+
+from ._blocks import BlockView
+from ._compact import VectorFiles, VectorFormat, new_graph, one_thread
 
 # The package's name, as when the index was one module: logging configuration keeps applying.
 _log = logging.getLogger(__package__)
 
+Publish = Callable[[int, Any, Any], None]
+"""Set a block's graph (number, graph it extends or None, new graph), if the block and its graph are
+still the ones the build started from."""
+
 
 class GraphBuilder:
-    """Gives each full block it is given what it still lacks, unless the block is no longer stored by then.
+    """Brings each block it is given up to date: a full compact block's rows moved to a file, and, while
+    graphs are wanted, a graph over its rows (the tail's once ``step`` rows are not covered yet).
 
     Args:
-        dim, hnsw_m, ef_construction: the graphs' dimension, neighbours per node and build breadth.
-        vectors: how full blocks hold their vectors (``float32``, or compact ``float16`` / ``sq8`` codes).
+        hnsw_m, ef_construction: neighbours per node and build breadth of new graphs.
+        vectors: how graphs hold vectors (``float32``, or compact ``float16`` / ``sq8`` codes).
+        block_size: rows of a full block.
+        step: how many uncovered rows of the tail make its graph worth extending.
         background: build in background threads (else inside :meth:`schedule`).
         threads: how many blocks are built at once in the background.
-        is_stored: whether the index still holds a block (compaction may drop it before its turn).
+        current: the block of a number as the latest snapshot sees it (None once it is dropped).
         wants_graph: whether blocks should get graphs now (``auto`` turns them on at a size).
-        files: where compact blocks' full-precision rows go.
+        publish: how a new graph is set on its block (under the index's writer lock).
+        files: where full compact blocks' rows go.
     """
 
     def __init__(
         self,
-        dim: int,
         hnsw_m: int,
         ef_construction: int,
         vectors: VectorFormat,
+        block_size: int,
+        step: int,
         background: bool,
         threads: int,
-        is_stored: Callable[[Block], bool],
+        current: Callable[[int], BlockView | None],
         wants_graph: Callable[[], bool],
+        publish: Publish,
         files: Callable[[], VectorFiles],
     ) -> None:
-        self.dim = dim
         self.hnsw_m = hnsw_m
         self.ef_construction = ef_construction
         self.vectors = vectors
+        self.block_size = block_size
+        self.step = step
         self.background = background
         self.threads = threads
-        self._is_stored = is_stored
+        self._current = current
         self._wants_graph = wants_graph
+        self._publish = publish
         self._files = files
         self._pool: ThreadPoolExecutor | None = None
+        self._queued: set[int] = set()
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
 
-    def needs_work(self, block: Block) -> bool:
-        """Whether a full block still lacks its codes or (when graphs are wanted) its graph."""
-        if self.vectors != "float32" and block.codes is None:
+    def needs_work(self, view: BlockView) -> bool:
+        """Whether a block lacks its mapped rows (full and compact) or graph rows (graphs wanted)."""
+        full = view.used == self.block_size
+        if full and self.vectors != "float32" and not isinstance(view.block.vectors, np.memmap):
             return True
-        return block.hnsw is None and self._wants_graph()
+        if not self._wants_graph():
+            return False
+        covered = covered_rows(view)
+        return covered < view.used if full else view.used - covered >= self.step
 
-    def schedule(self, block: Block) -> None:
-        if not self.needs_work(block):
+    def schedule(self, view: BlockView) -> None:
+        if not self.needs_work(view):
             return
+        number = view.block.number
         if not self.background:
-            self._build(block)
+            self._work(number)
             return
         with self._lock:
+            if number in self._queued:
+                return  # its job has not started: it will see these rows too
+            self._queued.add(number)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="faiss-hnsw")
-            future = self._pool.submit(self._build, block)
+            future = self._pool.submit(self._work, number)
             self._pending.add(future)
         future.add_done_callback(self._done)
 
-    def pending(self) -> int:
-        """Blocks scheduled and not built yet."""
-        with self._lock:
-            return len(self._pending)
-
     def wait(self) -> None:
-        """Block until every block scheduled so far is built."""
+        """Block until every build scheduled so far is done."""
         with self._lock:
             pending = list(self._pending)
         for future in pending:
@@ -94,29 +115,44 @@ class GraphBuilder:
             pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             self._pending = {f for f in self._pending if not f.done()}
+            self._queued.clear()
 
     def _done(self, future: Future[None]) -> None:
         with self._lock:
             self._pending.discard(future)
         _log_failure(future)
 
-    def _build(self, block: Block) -> None:
-        if not self._is_stored(block):
+    def _work(self, number: int) -> None:
+        with self._lock:
+            self._queued.discard(number)  # rows arriving from now on schedule another job
+        view = self._current(number)
+        if view is None:
             return  # compacted away before its turn
-        fmt = self.vectors
-        if fmt != "float32" and block.codes is None:
-            # Codes first, then the mapped rows: every combination a reader may meet is a valid block.
-            block.codes = encoded(block.vectors, fmt)
+        block, used = view.block, view.used
+        full = used == self.block_size
+        if full and self.vectors != "float32" and not isinstance(block.vectors, np.memmap):
+            # A full block's rows never change: the mapped copy holds the same values for every reader.
             block.vectors = self._files().spill(block)
-        if block.hnsw is not None or not self._wants_graph():
+        if not self._wants_graph():
             return
-        graph = built_graph(block.vectors, fmt, self.hnsw_m, self.ef_construction)
-        # The block's rows never change once it is full, so readers can start using the graph at once.
-        block.hnsw = graph
-        if fmt == "float32":
-            block.vectors = flat_rows(graph)  # the graph holds the same rows: one copy, not two
-        else:
-            block.codes = graph_storage(graph)  # the same codes: the separate copy can go
+        graph = block.hnsw
+        start = covered_rows(view)
+        if used - start < (1 if full else self.step):
+            return
+        rows = np.ascontiguousarray(block.vectors[start:used])
+        # Readers may be searching the current graph: extend a copy, then publish it.
+        extended = faiss.clone_index(graph) if graph is not None else None
+        with one_thread():
+            if extended is None:
+                extended = new_graph(rows, self.vectors, self.hnsw_m, self.ef_construction)
+            extended.add(rows)
+        self._publish(number, graph, extended)
+
+
+def covered_rows(view: BlockView) -> int:
+    """How many of a block's first rows its graph covers."""
+    graph = view.block.hnsw
+    return 0 if graph is None else min(int(graph.ntotal), view.used)
 
 
 def _log_failure(future: Future[None]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -14,10 +14,10 @@ import numpy.typing as npt
 from ragflow.documents import Hit, VectorRecord
 from ragflow.errors import ConfigError, IndexStoreError
 
-from ._blocks import ROW_MASK, Block, Snapshot
-from ._compact import VECTOR_FORMATS, VectorFiles, VectorFormat
+from ._blocks import ROW_MASK, BlockView, Snapshot
+from ._compact import VECTOR_FORMATS, VectorFiles, VectorFormat, flat_rows, graph_storage
 from ._files import load_snapshot, save_snapshot
-from ._graphs import GraphBuilder
+from ._graphs import GraphBuilder, covered_rows
 from ._groups import MetadataGroups
 from ._search import FilterMatches, Predicate, SearchSettings, search_snapshot
 from ._transactions import BlockWriter, Transaction, checked_id, prepare_upserts
@@ -147,20 +147,23 @@ class FaissIndex:
         self._settings = SearchSettings(ef_search, rerank)
         self._graphs_on = kind == "hnsw"
         self._files: VectorFiles | None = None
-        self._write_lock = threading.Lock()
+        # Reentrant: with background=False graphs are built and published inside apply.
+        self._write_lock = threading.RLock()
         # Writer state, guarded by _write_lock; searches read only self._snapshot.
         self._writer = BlockWriter(dim, block_size, compact_fraction)
         self._groups = MetadataGroups()
         self._matches = FilterMatches()
         self._graphs = GraphBuilder(
-            dim,
             hnsw_m,
             ef_construction,
             vectors,
+            block_size,
+            max(8, block_size // 16),
             background,
             build_threads,
-            self._is_stored,
+            self._current,
             lambda: self._graphs_on,
+            self._publish_graph,
             self._vector_files,
         )
         self._snapshot = Snapshot((), self._groups.values, 0, 0)
@@ -189,11 +192,8 @@ class FaissIndex:
             groups.release_dead()
             self._snapshot = txn.commit(groups.values)
             self._forget_dropped(before, txn)
-            if self._switch_on_graphs():
-                self._schedule_full_blocks()
-            else:
-                for block in txn.sealed:
-                    self._graphs.schedule(block)
+            self._switch_on_graphs()
+            self._schedule_blocks(txn.sealed_numbers())
 
     def wait_for_graphs(self) -> None:
         """Block until every graph (and compact encoding) scheduled so far is built."""
@@ -203,20 +203,40 @@ class FaissIndex:
         """Stop the background builder; the index stays searchable (exactly, where graphs are missing)."""
         self._graphs.close()
 
-    def _is_stored(self, block: Block) -> bool:
-        return any(view.block is block for view in self._snapshot.views)
-
-    def _switch_on_graphs(self) -> bool:
-        """Turn graphs on when an ``auto`` index reaches its threshold; whether that happened now."""
-        if self._graphs_on or self.kind != "auto" or self._snapshot.count < self.hnsw_threshold:
-            return False
-        self._graphs_on = True  # and they stay on: graphs already built keep serving if the index shrinks
-        return True
-
-    def _schedule_full_blocks(self) -> None:
+    def _current(self, number: int) -> BlockView | None:
         for view in self._snapshot.views:
-            if view.used == self.block_size:
-                self._graphs.schedule(view.block)
+            if view.block.number == number:
+                return view
+        return None
+
+    def _publish_graph(self, number: int, extends: Any, graph: Any) -> None:
+        with self._write_lock:
+            view = self._current(number)
+            if view is None or view.block.hnsw is not extends:
+                return  # compacted away, or reloaded, while the graph was built
+            block = view.block
+            block.hnsw = graph
+            if self.vectors != "float32":
+                block.codes = graph_storage(graph)
+            elif view.used == self.block_size and graph.ntotal == self.block_size:
+                block.vectors = flat_rows(graph)  # the graph holds the same rows: one copy, not two
+
+    def _switch_on_graphs(self) -> None:
+        """Turn graphs on when an ``auto`` index reaches its threshold (from then on every block is
+        brought up to date by the builder; they stay on if the index shrinks again)."""
+        if not self._graphs_on and self.kind == "auto" and self._snapshot.count >= self.hnsw_threshold:
+            self._graphs_on = True
+            self._schedule_blocks(view.block.number for view in self._snapshot.views)
+
+    def _schedule_blocks(self, numbers: Iterable[int]) -> None:
+        """Give the builder the blocks of ``numbers`` and the tail (those with nothing to do are skipped)."""
+        views = self._snapshot.views
+        wanted = set(numbers)
+        if views:
+            wanted.add(views[-1].block.number)
+        for view in views:
+            if view.block.number in wanted:
+                self._graphs.schedule(view)
 
     def _forget_dropped(self, before: Snapshot, txn: Transaction) -> None:
         """Delete the vector files of compact blocks this apply compacted away."""
@@ -224,7 +244,7 @@ class FaissIndex:
             return
         kept = {id(view.block) for view in self._snapshot.views}
         for view in before.views:
-            if id(view.block) not in kept and view.block.codes is not None:
+            if id(view.block) not in kept:
                 self._files.drop(view.block.vectors)
 
     def _vector_files(self) -> VectorFiles:
@@ -270,10 +290,10 @@ class FaissIndex:
         for view in snapshot.views:
             block = view.block
             memory += block.ids.nbytes + block.gids.nbytes + view.live.nbytes
-            if block.codes is not None:
-                memory += block.codes.sa_code_size() * view.used
-            elif not isinstance(block.vectors, np.memmap):
+            if not isinstance(block.vectors, np.memmap):
                 memory += block.vectors.nbytes
+            if block.codes is not None:
+                memory += block.codes.sa_code_size() * block.codes.ntotal
             if block.hnsw is not None:
                 # About 2*M neighbour ids per node on the bottom layer (its vectors are counted above).
                 memory += view.used * 2 * self.hnsw_m * 4
@@ -285,7 +305,7 @@ class FaissIndex:
             graphs_pending=sum(
                 1
                 for v in snapshot.views
-                if self._graphs_on and v.used == self.block_size and v.block.hnsw is None
+                if self._graphs_on and v.used == self.block_size and covered_rows(v) < v.used
             ),
             memory_bytes=memory,
             graphs=self._graphs_on,
@@ -319,4 +339,4 @@ class FaissIndex:
             self._matches.clear()
             self._graphs_on = self.kind == "hnsw" or any(v.block.hnsw is not None for v in snapshot.views)
             self._switch_on_graphs()
-            self._schedule_full_blocks()
+            self._schedule_blocks(view.block.number for view in snapshot.views)

@@ -30,6 +30,7 @@ _MATCH_CACHE_SIZE = 64
 _GATHER_FRACTION = 1 / 32
 # Below this share of allowed rows, an HNSW graph search with a selector wanders and comes back short.
 _GRAPH_MIN_FRACTION = 0.2
+_NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,39 +124,62 @@ def _search_block(
         return None
     k = min(k, n_allowed)
     block = view.block
-    graph, codes = block.hnsw, block.codes
-    # Compact blocks find candidates among their codes, then re-rank them with the full-precision rows.
-    wanted = k if codes is None else min(n_allowed, k * settings.rerank)
-    # Search exactly when the selector rejects most of the graph, or when the graph found fewer than k.
+    graph = block.hnsw
     if graph is not None and n_allowed >= max(4 * k, _GRAPH_MIN_FRACTION * view.used):
-        found = _graph_topk(graph, allowed, queries, wanted, max(settings.ef_search, wanted))
-        if bool((found[1] >= 0).all()):
-            return found if codes is None else _reranked(block.vectors, found[1], queries, k)
+        found = _graph_search(view, graph, allowed, n_allowed, queries, k, settings)
+        if found is not None:
+            return found
+    # Search exactly when the selector rejects most of the graph, or when the graph found fewer than k.
     if n_allowed <= _GATHER_FRACTION * view.used:
         return _gathered_topk(block.vectors, live_rows(allowed, view.used), queries, k)
-    if codes is not None:
-        return _reranked(block.vectors, _selected_topk(codes, allowed, queries, wanted)[1], queries, k)
     return _scanned_topk(block.vectors, view.used, allowed, queries, k)
+
+
+def _graph_search(
+    view: BlockView,
+    graph: Any,
+    allowed: BitArray,
+    n_allowed: int,
+    queries: FloatArray,
+    k: int,
+    settings: SearchSettings,
+) -> tuple[FloatArray, IntArray] | None:
+    """Top-k of a block through its graph, the rows the graph does not cover yet (the tail's newest)
+    scored exactly; None when the graph found fewer than k."""
+    block, used = view.block, view.used
+    covered = min(int(graph.ntotal), used)
+    newest = _NO_ROWS
+    if covered < used:
+        rows = live_rows(allowed, used)
+        newest = rows[rows >= covered]
+    in_graph = n_allowed - len(newest)
+    if in_graph < k:
+        return None
+    # A graph over compact codes gives candidates, re-ranked with the full-precision rows.
+    wanted = k if block.codes is None else min(in_graph, k * settings.rerank)
+    found = _graph_topk(graph, allowed, queries, wanted, max(settings.ef_search, wanted))
+    if not bool((found[1] >= 0).all()):
+        return None
+    if block.codes is not None:
+        found = _reranked(block.vectors, found[1], queries, k)
+    if not len(newest):
+        return found
+    rest = _gathered_topk(block.vectors, newest, queries, min(k, len(newest)))
+    scores = np.concatenate([found[0], rest[0]], axis=1)
+    rows = np.concatenate([found[1], rest[1]], axis=1)
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(scores, top, axis=1), np.take_along_axis(rows, top, axis=1)
 
 
 def _graph_topk(
     graph: Any, allowed: BitArray, queries: FloatArray, k: int, ef_search: int
 ) -> tuple[FloatArray, IntArray]:
     """Approximate top-k from a block's HNSW graph, the bitmap as selector (row -1: not found)."""
+    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(allowed))
     params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
     params.efSearch = ef_search
-    return _selected_topk(graph, allowed, queries, k, params)
-
-
-def _selected_topk(
-    index: Any, allowed: BitArray, queries: FloatArray, k: int, params: Any = None
-) -> tuple[FloatArray, IntArray]:
-    """``index``'s top-k among the rows the bitmap allows (row -1: not found)."""
-    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(allowed))
-    if params is None:
-        params = faiss.SearchParameters()
     params.sel = selector
-    distances, labels = index.search(queries, k, params=params)
+    distances, labels = graph.search(queries, k, params=params)
     return distances, labels
 
 

@@ -54,6 +54,9 @@ class Transaction:
         self.sealed: list[Block] = []
         """Blocks this apply filled up: they get their HNSW graph once committed."""
 
+    def sealed_numbers(self) -> list[int]:
+        return [block.number for block in self.sealed]
+
     def draft(self, number: int) -> Draft:
         current = self.views[number]
         if isinstance(current, Draft):
@@ -238,6 +241,9 @@ class BlockWriter:
             resized(block.gids, capacity),
             # Shared on purpose: older views read only their first `used` texts, which never change.
             block.texts,
+            # The graph covers rows that never change either.
+            block.hnsw,
+            block.codes,
         )
         live = np.zeros(capacity // 8, dtype=np.uint8)
         live[: len(draft.live)] = draft.live

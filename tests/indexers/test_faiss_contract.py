@@ -46,7 +46,7 @@ class TestCompactFaissIndex(ClosingContract):
     exact: ClassVar[bool] = False  # candidates come from 8-bit codes, then are re-ranked exactly
 
     def make_index(self, dim: int) -> VectorIndex:
-        return FaissIndex(dim, kind="flat", vectors="sq8", block_size=64)
+        return FaissIndex(dim, kind="auto", hnsw_threshold=100, vectors="sq8", block_size=64)
 
 
 class TestCompactHnswFaissIndex(ClosingContract):

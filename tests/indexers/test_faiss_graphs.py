@@ -138,7 +138,7 @@ def test_a_damaged_graph_is_reported_searched_exactly_and_rebuilt(
 ) -> None:
     index, path, vectors = saved_hnsw(tmp_path)
     sections = graph_sections(path)
-    assert len(sections) == 7
+    assert len(sections) == 8  # 7 full blocks and the tail (208 rows)
     offset, length, _ = sections[2]
     with open(path, "r+b") as file:  # flip bytes in the middle of block 2's graph
         file.seek(offset + length // 2)
@@ -186,3 +186,23 @@ def test_a_truncated_index_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IndexStoreError, match="cannot load"):
         index.load(path)
     assert index.count() == 0
+
+
+def test_the_tail_graph_grows_with_the_tail_and_its_newest_rows_are_scored_exactly() -> None:
+    vectors = unit_vectors(1000, 16, seed=50)
+    index = FaissIndex(16, kind="hnsw", block_size=1024, background=False)  # graph steps of 64 rows
+    index.apply(records(vectors[:600]), [])
+    (view,) = index._snapshot.views
+    assert view.block.hnsw is not None and view.block.hnsw.ntotal == 600  # the tail's rows so far
+    index.apply(records(vectors[600:630], list(range(600, 630))), [])
+    (view,) = index._snapshot.views
+    assert view.block.hnsw.ntotal == 600  # 30 new rows: scored exactly until 64 have come
+    model = dict(enumerate(vectors[:630]))
+    for i in (3, 599, 600, 629):
+        assert ids(index, vectors[i], 1) == [i]
+    queries = unit_vectors(30, 16, seed=51)
+    found = sum(len(set(ids(index, q)) & set(brute_force(model, q, 10))) for q in queries)
+    assert found / 300 >= 0.9
+    index.apply(records(vectors[630:], list(range(630, 1000))), [])
+    (view,) = index._snapshot.views
+    assert view.block.hnsw.ntotal == 1000
