@@ -37,7 +37,7 @@ def parse_docx(data: bytes, metadata: Metadata, context: ParseContext) -> list[T
 
     def flush() -> None:
         text = "\n\n".join(lines).strip()
-        if text:
+        if text and (len(lines) > 1 or not headings or lines[0] != headings[-1][1]):  # not a bare heading
             section = SECTION_SEPARATOR.join(title for _, title in headings)
             location = {"section": section} if section else {}
             units.append(TextUnit(text, {**metadata, **location}))

@@ -12,6 +12,7 @@ from typing import Any
 import docx
 import openpyxl
 import pptx
+from msoffcrypto.format.ooxml import OOXMLFile
 from PIL import Image, ImageDraw, ImageFont
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.utils import ImageReader
@@ -214,4 +215,41 @@ def make_pdf_with_scan(pages: list[str | Image.Image]) -> bytes:
             pdf.drawImage(ImageReader(page), 40, 500, width=520, height=520 * page.height / page.width)
         pdf.showPage()
     pdf.save()
+    return out.getvalue()
+
+
+def encrypted(document: bytes, password: str = "hunter2") -> bytes:
+    """``document`` encrypted as Word does for "Protect with password" (an OLE2 container)."""
+    out = io.BytesIO()
+    OOXMLFile(io.BytesIO(document)).encrypt(password, out)
+    return out.getvalue()
+
+
+def zip_bomb(inflated_bytes: int) -> bytes:
+    """A .docx-looking zip whose word/document.xml inflates to ``inflated_bytes`` zeros (~1000:1)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            block = b"\0" * (1 << 20)
+            for _ in range(inflated_bytes >> 20):
+                member.write(block)
+    return out.getvalue()
+
+
+def million_empty_rows(book: bytes, count: int = 1_000_000) -> bytes:
+    """``book`` with a sheet whose data is followed by a million (``count``) styled but empty rows (as
+    formatting whole columns in Excel leaves), its dimension saying so."""
+    source = zipfile.ZipFile(io.BytesIO(book))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                text = data.decode()
+                empty = "".join(f'<row r="{r}"><c r="A{r}" s="0"/></row>' for r in range(3, count + 3))
+                text = text.replace("</sheetData>", empty + "</sheetData>")
+                text = text.replace('<dimension ref="A1:B2"/>', f'<dimension ref="A1:B{count + 2}"/>')
+                data = text.encode()
+            target.writestr(item.filename, data)
     return out.getvalue()

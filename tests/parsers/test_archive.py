@@ -6,33 +6,13 @@ import io
 import zipfile
 
 import pytest
-from msoffcrypto.format.ooxml import OOXMLFile
 
 from ragflow.errors import ParseError
 from ragflow.parsers import DefaultParser, DocumentFormat, ParseLimits, detect_format
-from tests.parsers.builders import make_docx, make_xlsx
+from tests.parsers.builders import encrypted, make_docx, make_xlsx, zip_bomb
 from tests.parsers.conftest import parse
 
 REPORT = make_docx([("h1", "Report"), ("p", "Quarterly numbers.")])
-
-
-def encrypted(document: bytes, password: str = "hunter2") -> bytes:
-    """``document`` encrypted as Word does for "Protect with password" (an OLE2 container)."""
-    out = io.BytesIO()
-    OOXMLFile(io.BytesIO(document)).encrypt(password, out)
-    return out.getvalue()
-
-
-def zip_bomb(inflated_bytes: int) -> bytes:
-    """A .docx-looking zip whose word/document.xml inflates to ``inflated_bytes`` zeros (~1000:1)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        with archive.open("word/document.xml", "w", force_zip64=True) as member:
-            block = b"\0" * (1 << 20)
-            for _ in range(inflated_bytes >> 20):
-                member.write(block)
-    return out.getvalue()
 
 
 def test_a_truncated_docx_is_refused_as_truncated() -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import pytest
 
 from ragflow.errors import IncompleteParse, ParseError
 from ragflow.parsers import DefaultParser, ParseLimits
-from tests.parsers.builders import make_xlsx, with_cached_formula_values
+from tests.parsers.builders import make_xlsx, million_empty_rows, with_cached_formula_values
 from tests.parsers.conftest import located, parse
 
 
@@ -42,24 +39,6 @@ def test_xlsx_formulas_give_their_cached_values() -> None:
 def test_xlsx_without_a_text_header_labels_columns_by_letter() -> None:
     [unit] = parse(make_xlsx({"N": [[1, 2], [3, 4]]}), "n.xlsx")
     assert unit.text == "A: 1; B: 2\nA: 3; B: 4"
-
-
-def million_empty_rows(book: bytes, count: int = 1_000_000) -> bytes:
-    """``book`` with a sheet whose data is followed by a million (``count``) styled but empty rows (as
-    formatting whole columns in Excel leaves), its dimension saying so."""
-    source = zipfile.ZipFile(io.BytesIO(book))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "xl/worksheets/sheet1.xml":
-                text = data.decode()
-                empty = "".join(f'<row r="{r}"><c r="A{r}" s="0"/></row>' for r in range(3, count + 3))
-                text = text.replace("</sheetData>", empty + "</sheetData>")
-                text = text.replace('<dimension ref="A1:B2"/>', f'<dimension ref="A1:B{count + 2}"/>')
-                data = text.encode()
-            target.writestr(item.filename, data)
-    return out.getvalue()
 
 
 def test_xlsx_with_a_million_empty_rows_stops_reading_and_says_so() -> None:
