@@ -102,6 +102,7 @@ class DocumentStore:
             max_epoch_changes=2 * max_epoch_documents, max_pending_changes=4 * max_epoch_documents
         )
         self._table = DocumentTable()
+        self._embedding: dict[str, float] = {}  # the epoch in progress: first embed call, end of the last
         self._reports = StoreReports(self._table, self.feeds, self.engine)
         self._listeners: list[Callable[[EpochReport], None]] = []
         self._started_at: float | None = None
@@ -275,12 +276,20 @@ class DocumentStore:
     # -- engine callbacks (engine thread) -------------------------------------------------------
 
     def _embed(self, texts: list[str]) -> Any:
+        started = time.time()
         vectors = self.embedder.embed(texts)
         self._table.count_embedded(len(texts))
+        # the epoch's embedding window, for the stage times of /v1/inputs
+        self._embedding.setdefault("embedding_started", started)
+        self._embedding["embedded"] = time.time()
         return vectors
 
     def _on_epoch(self, report: EpochReport) -> None:
-        changed = self._table.end_epoch(time.time(), bool(report.output_changes))
+        now = time.time()
+        stages = {"epoch_started": now - (time.perf_counter_ns() - report.started_ns) / 1e9}
+        stages.update(self._embedding)
+        self._embedding = {}
+        changed = self._table.end_epoch(now, bool(report.output_changes), stages)
         for feed in self.feeds:
             changed |= feed.take_settled()
         if self._checkpointer is not None:

@@ -29,6 +29,9 @@ class DocumentTable:
         self.chunks_embedded = 0
         self.restored = (0, 0)
         """Documents and chunks loaded from the state directory at start."""
+        self.stages: dict[str, dict[str, float]] = {}
+        """For each searchable document, when the epoch that made it so started and embedded (Unix
+        seconds; ``/v1/inputs`` shows them)."""
         self._touched: set[str] = set()  # parsed in the epoch being processed: searchable at its end
         self._changed: set[str] = set()  # changed in the epoch being processed, for the checkpoint
 
@@ -44,6 +47,7 @@ class DocumentTable:
                 elif self.docs.get(doc_id) == parsed:
                     del self.docs[doc_id]
                     self.indexed_at.pop(doc_id, None)
+                    self.stages.pop(doc_id, None)
 
     def on_chunks(self, epoch: int, changes: list[Change]) -> None:
         with self.lock:
@@ -53,13 +57,16 @@ class DocumentTable:
         with self.lock:
             self.chunks_embedded += chunks
 
-    def end_epoch(self, now: float, searchable_changed: bool) -> set[str]:
-        """The epoch's changes are searchable as of ``now``: stamp the documents it parsed. Returns the
-        ids of the documents it changed (added, replaced or removed)."""
+    def end_epoch(
+        self, now: float, searchable_changed: bool, stages: dict[str, float] | None = None
+    ) -> set[str]:
+        """The epoch's changes are searchable as of ``now``: stamp the documents it parsed (with the
+        epoch's ``stages``). Returns the ids of the documents it changed (added, replaced or removed)."""
         with self.lock:
             for doc_id in self._touched:
                 if doc_id in self.docs:
                     self.indexed_at[doc_id] = now
+                    self.stages[doc_id] = stages or {}
             self._touched.clear()
             if searchable_changed:
                 self.last_indexed = now

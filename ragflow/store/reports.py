@@ -146,6 +146,10 @@ class StoreReports:
                 entry["_indexing_status"] = status.status
                 if status.error:
                     entry["_error"] = status.error
+                if status.indexed_at is not None:
+                    entry["_indexed_at"] = status.indexed_at
+                    with self._table.lock:
+                        entry["_stages"] = dict(self._table.stages.get(status.doc_id, {}))
             result.append(entry)
         return result
 

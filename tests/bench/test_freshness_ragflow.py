@@ -53,9 +53,18 @@ def test_a_started_ragflow_server_shows_every_kind_of_change(started_run: tuple[
     assert result.initial["visible"] == 6 and result.initial["chunks"] > 0 and result.initial["startup_s"] > 0
     assert result.restart["visible"] == 2 and result.restart["ready_s"] > 0
     assert result.server_process["peak_rss_bytes"] > 10 * 2**20 and result.server_process["cpu_s"] > 0
-    # ragflow's own view of a change: when its folder source saw the write
-    seen = [r.server["detected"] for r in result.records if r.phase == "single" and "detected" in r.server]
-    assert seen and all(-0.05 < s < 5 for s in seen)
+    # ragflow's own view of each change, from /v1/inputs: when its folder source saw the write, when the
+    # epoch that took it started, and when it became searchable, in that order and before the driver saw it
+    views = [r for r in result.records if r.phase == "single" and r.kind != "delete"]
+    assert views
+    for r in views:
+        assert r.fresh_s is not None
+        view = r.server
+        assert -0.05 < view["detected"] <= view["epoch_started"] + 0.01 <= view["indexed"] + 0.02, r
+        assert view["indexed"] <= r.fresh_s + 0.01, r
+        if "embedded" in view:
+            assert view["epoch_started"] <= view["embedding_started"] <= view["embedded"] <= view["indexed"]
+    assert any("embedded" in r.server for r in views if r.kind in ("create", "rewrite"))
 
 
 def test_the_report_has_one_cdf_per_kind_and_fetches_nothing(started_run: tuple[Path, Path, str]) -> None:
