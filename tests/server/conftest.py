@@ -70,14 +70,20 @@ def running(app: FastAPI) -> Iterator[str]:
 
 
 @contextmanager
-def serving(root: Path, files: dict[str, str] | None = None, **app_options: Any) -> Iterator[Served]:
-    """A folder with ``files`` (default ``DOCS``), a live store over it plus an upload source, and a
-    server for it, fresh before it is yielded."""
+def serving(
+    root: Path,
+    files: dict[str, str] | None = None,
+    folder_options: dict[str, Any] | None = None,
+    **app_options: Any,
+) -> Iterator[Served]:
+    """A folder with ``files`` (default ``DOCS``), a live store over it (a ``FolderSource`` with
+    ``folder_options``) plus an upload source, and a server for it, fresh before it is yielded."""
     for name, text in (DOCS if files is None else files).items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     uploads = UploadSource()
-    store = DocumentStore([FolderSource(root, reconcile_interval=None), uploads], embedder=HashingEmbedder())
+    folder = FolderSource(root, reconcile_interval=None, **(folder_options or {}))
+    store = DocumentStore([folder, uploads], embedder=HashingEmbedder())
     with ExitStack() as stack:
         store.start()
         stack.callback(store.stop)

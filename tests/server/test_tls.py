@@ -98,9 +98,9 @@ def test_serve_answers_https_with_the_given_certificate(tmp_path: Path) -> None:
         )
         assert hits.json()[0]["text"] == "The harbor lantern is lit at dusk."
         with pytest.raises(requests.exceptions.SSLError):
-            requests.get(url + "/healthz", timeout=5)  # not trusted without the certificate
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)  # no plain HTTP on that port
+            requests.get(url + "/healthz", timeout=30)  # not trusted without the certificate
+        with pytest.raises(requests.RequestException):  # no plain HTTP on that port
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
     finally:
