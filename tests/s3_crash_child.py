@@ -39,7 +39,7 @@ def record_downloads() -> None:
         _DOWNLOADED.append(key)
         return fetch(self, key, *args)
 
-    Bucket.fetch = recording_fetch  # type: ignore[method-assign]
+    Bucket.fetch = recording_fetch
 
 
 def main(argv: list[str] | None = None) -> int:
