@@ -36,6 +36,8 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role | None] = {
     ("POST", "/v1/chat/completions"): Role.READ,
     ("GET", "/v1/models"): Role.READ,
     ("GET", "/v1/errors"): Role.READ,  # a scoped key sees the errors of its scope's documents only
+    # Source roots and per-source document counts span every team: operators only.
+    ("GET", "/v1/sources"): Role.ADMIN,
     ("GET", "/_schema"): Role.READ,
     ("GET", "/openapi.json"): Role.READ,
     ("GET", "/docs"): Role.READ,

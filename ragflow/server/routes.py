@@ -27,7 +27,8 @@ from .errors import ApiError, error_response
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import json_body_doc, query_parameters_doc, upload_body_doc
 from .parsing import check_k, conversation, json_body, parameters, uploaded, validate, wait_seconds
-from .state import state_of
+from .scopes import Scope, in_scope_ids, scoped_statistics
+from .state import caller_of, state_of
 
 __all__ = ["DEFAULT_MODEL", "add_routes"]
 
@@ -174,23 +175,24 @@ async def retrieve(request: Request) -> Response:
     query = await parameters(request, s.RetrieveRequest)
     if query.k > state.max_k:
         raise ApiError(400, f"k must be at most {state.max_k} (the server's max_k), got {query.k}", param="k")
-    hits = await run_in_threadpool(
-        state.store.retrieve, query.query, query.k, query.metadata_filter, query.filepath_globpattern
-    )
+    metadata_filter, glob = _narrowed(request, query.metadata_filter, query.filepath_globpattern)
+    hits = await run_in_threadpool(state.store.retrieve, query.query, query.k, metadata_filter, glob)
     return _json([_hit(hit) for hit in hits])
 
 
 async def statistics(request: Request) -> Response:
     await parameters(request, s.StatisticsRequest)
-    return _json(await run_in_threadpool(state_of(request).store.statistics))
+    store, scope = state_of(request).store, _scope(request)
+    if scope is not None:
+        return _json(scoped_statistics(await run_in_threadpool(store.documents), scope))
+    return _json(await run_in_threadpool(store.statistics))
 
 
 async def inputs(request: Request) -> Response:
     query = await parameters(request, s.InputsRequest)
     store = state_of(request).store
-    found = await run_in_threadpool(
-        store.inputs, query.metadata_filter, query.filepath_globpattern, bool(query.return_status)
-    )
+    metadata_filter, glob = _narrowed(request, query.metadata_filter, query.filepath_globpattern)
+    found = await run_in_threadpool(store.inputs, metadata_filter, glob, bool(query.return_status))
     return _json(found)
 
 
@@ -198,11 +200,12 @@ async def answer(request: Request) -> Response:
     state = state_of(request)
     query = await parameters(request, s.AnswerRequest)
     check_k(query.k, state.max_k)
+    metadata_filter, glob = _narrowed(request, query.filters, query.filepath_globpattern)
     result = await run_in_threadpool(
         lambda: state.answerer.answer(
             query.prompt,
-            metadata_filter=query.filters,
-            filepath_globpattern=query.filepath_globpattern,
+            metadata_filter=metadata_filter,
+            filepath_globpattern=glob,
             model=query.model,
             k=query.k,
         )
@@ -231,9 +234,10 @@ async def chat_completions(request: Request) -> Response:
     llm = state.answerer.llm
     model = query.model if query.model and query.model != DEFAULT_MODEL else None
     shown_model = (model or llm.model) if llm is not None else f"{DEFAULT_MODEL}-extractive"
+    metadata_filter, glob = _narrowed(request, query.metadata_filter, query.filepath_globpattern)
     options: dict[str, Any] = {
-        "metadata_filter": query.metadata_filter,
-        "filepath_globpattern": query.filepath_globpattern,
+        "metadata_filter": metadata_filter,
+        "filepath_globpattern": glob,
         "model": model,
         "k": query.k,
         "history": history,
@@ -314,7 +318,11 @@ async def metrics(request: Request) -> Response:
 
 
 async def document_errors(request: Request) -> Response:
-    found = await run_in_threadpool(state_of(request).store.errors)
+    store, scope = state_of(request).store, _scope(request)
+    found = await run_in_threadpool(store.errors)
+    if scope is not None:
+        shown = in_scope_ids(await run_in_threadpool(store.documents), scope)
+        found = [e for e in found if e.doc_id in shown]
     return _json([{"doc_id": e.doc_id, "stage": e.stage, "message": e.message} for e in found])
 
 
@@ -335,7 +343,22 @@ async def upload(request: Request) -> Response:
     assert state.uploads is not None
     wait = wait_seconds(request)
     name, data, metadata = await uploaded(request)
-    change = await run_in_threadpool(state.uploads.put, name, data, metadata)
+    uploads, doc_id = state.uploads, state.uploads.doc_id(name)
+    scope = _scope(request)
+    outside = scope is not None and not (
+        scope.allows({**metadata, "path": doc_id, "doc_id": doc_id, "size": len(data)})
+        and await run_in_threadpool(_replaceable, state.store, doc_id, scope)
+    )
+    if outside:
+        _audit(request, "upload", doc_id, 403)
+        state.refused("out_of_scope")
+        raise ApiError(
+            403,
+            f"{doc_id!r} (with the metadata sent) is outside the scope of this API key, or would replace a "
+            "document outside it",
+            "permission_error",
+        )
+    change = await run_in_threadpool(uploads.put, name, data, metadata)
     status = (
         await run_in_threadpool(state.wait_for, lambda: _indexed(state.store, change), wait) if wait else None
     )
@@ -347,6 +370,7 @@ async def upload(request: Request) -> Response:
         "status": status[0] if status else "INGESTED",
         "error": status[1] if status else None,
     }
+    _audit(request, "upload", change.doc_id, 201 if status else 202, size=len(data))
     return _json(body, 201 if status else 202)
 
 
@@ -355,16 +379,55 @@ async def delete_document(request: Request) -> Response:
     assert state.uploads is not None
     name = request.path_params["doc_id"]
     wait = wait_seconds(request)
-    if not await run_in_threadpool(state.uploads.delete, name):
+    scope, doc_id = _scope(request), state.uploads.doc_id(name)
+    if scope is not None and not await run_in_threadpool(_replaceable, state.store, doc_id, scope):
+        state.refused("out_of_scope")
+        deleted = False  # answered as if absent: the key learns nothing of documents outside its scope
+    else:
+        deleted = await run_in_threadpool(state.uploads.delete, name)
+    _audit(request, "delete", doc_id, 200 if deleted else 404)
+    if not deleted:
         raise ApiError(
             404,
             f"no uploaded document {name!r}; only documents uploaded with POST /v1/documents can be deleted "
             "here (GET /v1/inputs lists every document)",
             "not_found_error",
         )
-    doc_id = state.uploads.doc_id(name)
     gone = await run_in_threadpool(state.wait_for, lambda: _gone(state.store, doc_id), wait) if wait else None
     return _json({"id": doc_id, "deleted": True, "status": "DELETED" if gone else "DELETING"})
+
+
+# -- keys and scopes ---------------------------------------------------------------------------------
+
+
+def _scope(request: Request) -> Scope | None:
+    key = caller_of(request)
+    return key.scope if key is not None else None
+
+
+def _narrowed(
+    request: Request, metadata_filter: str | None, glob: str | None
+) -> tuple[str | None, str | None]:
+    """The request's filters, ANDed with its key's scope (a client's filter can narrow it, never widen)."""
+    scope = _scope(request)
+    return (metadata_filter, glob) if scope is None else scope.narrow(metadata_filter, glob)
+
+
+def _replaceable(store: DocumentStore, doc_id: str, scope: Scope) -> bool:
+    """Whether ``doc_id`` is absent or inside ``scope`` now (its name alone when it is not indexed yet)."""
+    for status in store.documents():
+        if status.doc_id == doc_id:
+            return scope.allows(status.metadata)
+    return scope.allows({"path": doc_id, "doc_id": doc_id})
+
+
+def _audit(request: Request, action: str, doc_id: str, status: int, **fields: Any) -> None:
+    log = state_of(request).audit_log
+    if log is not None:
+        key = caller_of(request)
+        client = request.client.host if request.client else None
+        name = key.name if key is not None else None
+        log.record(action, key=name, client=client, document=doc_id, status=status, **fields)
 
 
 # -- responses --------------------------------------------------------------------------------------

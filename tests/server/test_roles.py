@@ -56,6 +56,7 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/chat/completions"): {"json": {"messages": [{"role": "user", "content": "lantern?"}]}},
     ("GET", "/v1/models"): {},
     ("GET", "/v1/errors"): {},
+    ("GET", "/v1/sources"): {},
     ("GET", "/_schema"): {},
     ("GET", "/openapi.json"): {},
     ("GET", "/docs"): {},
