@@ -9,13 +9,14 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ragflow.cli._config_options import add_config_arguments, config_from
 from ragflow.cli._errors import EXIT_FAILURE, EXIT_OK
 from ragflow.cli._output import configure_logging, say
 from ragflow.cli._progress import ProgressBar
+from ragflow.embedders import embedder_stats
 
 if TYPE_CHECKING:
     from ragflow.config import RagflowConfig
@@ -76,6 +77,8 @@ class IndexSummary:
     restored_documents: int = 0
     """Documents loaded from the state directory's last checkpoint instead of being indexed again."""
     restored_chunks: int = 0
+    embedder: dict[str, Any] = field(default_factory=dict)
+    """How the model ran (``ragflow.embedders.embedder_stats``): device, precision, batch size, texts/s."""
 
     @property
     def chunks_per_second(self) -> float:
@@ -95,6 +98,7 @@ class IndexSummary:
             "processed": self.chunks if self.processed is None else self.processed,
             "restored_documents": self.restored_documents,
             "restored_chunks": self.restored_chunks,
+            "embedder": self.embedder,
         }
 
     def lines(self) -> Iterator[str]:
@@ -114,6 +118,18 @@ class IndexSummary:
             yield "rate       - (nothing changed since the saved state)"
         else:
             yield f"rate       {self.chunks_per_second:.1f} chunks/s"
+        if self.embedder.get("device"):
+            yield f"embedder   {describe_embedder(self.embedder)}"
+
+
+def describe_embedder(stats: dict[str, Any]) -> str:
+    """How the model runs, in one line: ``cpu, bfloat16 in batches of 16 (one text: float32), ...``."""
+    line = f"{stats['device']}, {stats['precision']} in batches of {stats['batch_size']}"
+    if stats.get("single_precision") not in (None, stats["precision"]):
+        line += f" (one text: {stats['single_precision']})"
+    if stats.get("texts_embedded"):
+        line += f", {stats['texts_per_second']:.1f} chunks/s inside the model"
+    return line
 
 
 def index_documents(
@@ -144,6 +160,7 @@ def index_documents(
         processed=done.chunks_seen,
         restored_documents=done.documents_restored,
         restored_chunks=done.chunks_restored,
+        embedder=embedder_stats(store.embedder),
     )
 
 

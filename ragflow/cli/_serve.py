@@ -19,8 +19,10 @@ from ragflow import __version__
 from ragflow.cli._client import DEFAULT_PORT
 from ragflow.cli._config_options import add_config_arguments, config_from
 from ragflow.cli._errors import EXIT_OK, CommandError
+from ragflow.cli._index import describe_embedder
 from ragflow.cli._output import configure_logging, say
 from ragflow.cli._progress import ProgressBar
+from ragflow.embedders import embedder_stats
 from ragflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -187,12 +189,19 @@ class _IndexingWatch:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        from ragflow.store.query_warmup import query_warmup
+
         started = time.monotonic()
+        warmup = query_warmup(self.store)  # the server's readiness waits on the same one
         with ProgressBar(self.store) as bar:
             while not self._stopped.is_set() and not self.store.wait_until_fresh(timeout=0.5):
                 if self._failed():
                     bar.close(final=False)
                     break
+        while self.failure is None and not self._stopped.is_set() and not warmup.wait(timeout=0.5):
+            self._failed()
+        if warmup.error is not None:
+            say(f"queries will fail: the query embedder did not load: {warmup.error}")
         if self.failure is None and not self._stopped.is_set():
             self._announce_ready(time.monotonic() - started)
             while not self._stopped.wait(1.0) and not self._failed():
@@ -211,6 +220,9 @@ class _IndexingWatch:
             f"ready: {stats['file_count']} documents, {self.store.index.count()} chunks, "
             f"{len(errors)} errors, in {seconds:.1f} s"
         )
+        embedding = embedder_stats(self.store.embedder)
+        if embedding.get("device"):
+            say(f"embedding: {describe_embedder(embedding)}; query model loaded")
         for error in errors[:10]:
             say(f"  error in {error.doc_id} ({error.stage}): {error.message}")
         if len(errors) > 10:

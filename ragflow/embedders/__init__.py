@@ -11,7 +11,7 @@ from ragflow.embedders.local import LocalEmbedder
 from ragflow.embedders.openai import OpenAIEmbedder
 from ragflow.errors import ConfigError
 
-__all__ = ["EMBEDDER_KINDS", "LocalEmbedder", "OpenAIEmbedder", "make_embedder"]
+__all__ = ["EMBEDDER_KINDS", "LocalEmbedder", "OpenAIEmbedder", "embedder_stats", "make_embedder"]
 
 # Neither module imports its heavy library (sentence-transformers, openai) until an embedder is built.
 EMBEDDER_KINDS: dict[str, type[LocalEmbedder] | type[OpenAIEmbedder]] = {
@@ -48,3 +48,19 @@ def make_embedder(kind: str, **options: Any) -> Embedder:
     if missing:
         raise ConfigError(f"embedder kind {kind!r} needs the option(s) {', '.join(map(repr, missing))}")
     return factory(**options)
+
+
+def embedder_stats(embedder: Embedder) -> dict[str, Any]:
+    """How ``embedder`` runs and how fast it has gone: ``device``, ``precision`` (of a full batch),
+    ``single_precision``, ``batch_size``, ``texts_embedded``, ``embed_seconds`` and ``texts_per_second``
+    for an embedder with ``stats()`` (the local model), else ``{}``.
+
+    Example:
+        >>> embedder_stats(make_embedder("local"))["texts_embedded"]
+        0
+    """
+    stats = getattr(embedder, "stats", None)
+    if not callable(stats):
+        return {}
+    described: dict[str, Any] = stats().as_dict()
+    return described

@@ -14,6 +14,7 @@ from ragflow.answer import Answerer
 from ragflow.documents import DocumentChange
 from ragflow.engine import EpochReport
 from ragflow.store import DocumentStore
+from ragflow.store.query_warmup import QueryWarmup, query_warmup
 
 from .audit import AuditLog
 from .auth import ApiKey, KeyRing
@@ -55,13 +56,24 @@ class ServerState:
     audit_log: AuditLog | None = None
     refused: Callable[[str], None] = lambda reason: None
     """Counts a refusal in ``/metrics`` by its reason."""
+    warmup: QueryWarmup = field(init=False)
+    """Loads the query embedder from the start, so that the first query runs at full speed."""
     _ready: bool = field(default=False, init=False)
     _epochs: int = field(default=0, init=False)
     _updated: threading.Condition = field(default_factory=threading.Condition, init=False)
 
+    def __post_init__(self) -> None:
+        self.warmup = query_warmup(self.store)
+
     def ready(self) -> bool:
-        """Whether the initial snapshot is searchable (latched: later ingestion does not unready it)."""
-        if not self._ready and self.store.engine.failure is None and self.store.wait_until_fresh(0):
+        """Whether the initial snapshot is searchable and the query embedder loaded and warm (latched:
+        later ingestion does not unready it)."""
+        if (
+            not self._ready
+            and self.store.engine.failure is None
+            and self.warmup.ready
+            and self.store.wait_until_fresh(0)
+        ):
             self._ready = True
         return self._ready
 
