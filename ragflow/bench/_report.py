@@ -21,7 +21,7 @@ KIND_COLORS = {
     "rename": "#ff7f0e",
     "delete": "#d62728",
 }
-WIDTH, HEIGHT, PAD = 560, 260, 48
+WIDTH, HEIGHT, PAD, RIGHT = 560, 260, 48, 24
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -50,22 +50,23 @@ def _nice_max(value: float) -> float:
 class _Plot:
     """An SVG plot area: x and y scaled from data to pixels, with axes and ticks."""
 
-    def __init__(self, x_max: float, y_max: float, x_label: str, y_label: str) -> None:
+    def __init__(self, x_max: float, y_max: float, x_label: str, y_label: str, y_ticks: bool = True) -> None:
         self.x_max, self.y_max = _nice_max(x_max), _nice_max(y_max)
         self.parts = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
-            f'<rect x="{PAD}" y="10" width="{WIDTH - PAD - 10}" height="{HEIGHT - PAD - 10}" fill="none" '
+            f'<rect x="{PAD}" y="10" width="{WIDTH - PAD - RIGHT}" height="{HEIGHT - PAD - 10}" fill="none" '
             'stroke="#999"/>',
         ]
         for i in range(6):
             x, y = self.x_max * i / 5, self.y_max * i / 5
             px, py = self.px(x), self.py(y)
             self.parts.append(f'<text x="{px:.1f}" y="{HEIGHT - PAD + 16}" text-anchor="middle">{x:g}</text>')
-            self.parts.append(f'<text x="{PAD - 6}" y="{py + 4:.1f}" text-anchor="end">{y:g}</text>')
-            self.parts.append(
-                f'<line x1="{PAD}" x2="{WIDTH - 10}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>'
-            )
+            if y_ticks:
+                self.parts.append(f'<text x="{PAD - 6}" y="{py + 4:.1f}" text-anchor="end">{y:g}</text>')
+                self.parts.append(
+                    f'<line x1="{PAD}" x2="{WIDTH - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>'
+                )
         self.parts.append(
             f'<text x="{(PAD + WIDTH) / 2:.0f}" y="{HEIGHT - 8}" text-anchor="middle">{_esc(x_label)}</text>'
         )
@@ -75,7 +76,7 @@ class _Plot:
         )
 
     def px(self, x: float) -> float:
-        return PAD + (WIDTH - PAD - 10) * min(x, self.x_max) / self.x_max
+        return PAD + (WIDTH - PAD - RIGHT) * min(x, self.x_max) / self.x_max
 
     def py(self, y: float) -> float:
         return HEIGHT - PAD - (HEIGHT - PAD - 20) * min(y, self.y_max) / self.y_max
@@ -171,7 +172,7 @@ def stage_plot(result: FreshnessResult) -> str:
         [r.fresh_s for r in result.records if r.phase == "single" and r.server and r.fresh_s is not None]
     ).p50
     bars = [*stages.items(), ("visible to the driver", fresh)]
-    plot = _Plot(max(v for _, v in bars) * 1000, 1.0, "ms after the write (median)", "")
+    plot = _Plot(max(v for _, v in bars) * 1000, 1.0, "ms after the write (median)", "", y_ticks=False)
     row = (HEIGHT - PAD - 20) / max(1, len(bars))
     previous = 0.0
     for i, (name, value) in enumerate(bars):

@@ -78,6 +78,17 @@ class FreshnessResult:
             [r.fresh_s for r in self.records if r.kind == kind and r.phase == phase and r.fresh_s is not None]
         )
 
+    def lower(self, kind: str, phase: str = "single") -> float:
+        """p50 of the lower bounds of one kind's visible changes (when the last answer that did not show
+        the change was asked)."""
+        return Summary.of(
+            [
+                r.lower_s
+                for r in self.records
+                if r.kind == kind and r.phase == phase and r.fresh_s is not None and r.lower_s is not None
+            ]
+        ).p50
+
     def timeouts(self, kind: str, phase: str = "single") -> int:
         return sum(1 for r in self.records if r.kind == kind and r.phase == phase and r.status != "visible")
 

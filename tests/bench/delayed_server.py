@@ -15,7 +15,7 @@ from typing import Any
 from ragflow.bench._workload import Operation
 from tests.fakes.local_http import send_json, serve, shut
 
-SUFFIX = re.compile(r"ends_with\(path, `(.*)`\)")
+SUFFIX = re.compile(r"ends_with\(path, `([^`]*)`\)")
 
 
 class DelayedServer:
@@ -64,10 +64,10 @@ class DelayedServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 now = time.perf_counter()
                 if self.path == "/v1/retrieve":
-                    match = SUFFIX.fullmatch(body.get("metadata_filter") or "")
-                    names = server.names(now)
-                    if match:
-                        names = [n for n in names if ("/fake/" + n).endswith(json.loads(match.group(1)))]
+                    suffixes = [json.loads(m) for m in SUFFIX.findall(body.get("metadata_filter") or "")]
+                    names = [
+                        n for n in server.names(now) if any(("/fake/" + n).endswith(x) for x in suffixes)
+                    ]
                     hits = [
                         {"text": p, "metadata": {"path": "/fake/" + n}, "dist": 0.5}
                         for n in names
