@@ -4,6 +4,7 @@ builds a working store."""
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,111 @@ def test_command_line_overrides(tmp_path: Path, monkeypatch: Any) -> None:
     assert changed.persistence.state_dir == str(tmp_path / "here")
     with pytest.raises(ConfigError, match="port"):
         config.with_overrides(port=0)
+
+
+# -- API keys and their secrets ------------------------------------------------------------------------
+
+SECRET = "written-in-the-file-0123456789"
+KEYS = """
+server:
+  api_keys:
+    - name: support-bot
+      key: {key}
+      role: read
+"""
+
+
+def test_a_named_key_written_in_the_file_is_refused_naming_its_line_and_what_to_do(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, KEYS.format(key=SECRET))).problems
+    assert (problem.line, problem.path) == (4, "server.api_keys[0].key")
+    assert "'support-bot': the secret is written in the configuration file" in problem.message
+    assert "key: ${SUPPORT_BOT_KEY} and set SUPPORT_BOT_KEY" in problem.message
+    assert "key_file" in problem.message and "key_sha256" in problem.message
+    assert SECRET not in str(problems_of(write(tmp_path, KEYS.format(key=SECRET))))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "${UNSET_KEY:-" + SECRET + "}",  # the default stands in the file
+        "${EMPTY_KEY:-" + SECRET + "}",
+        "prefix-${SUPPORT_BOT_KEY}",  # part of it stands in the file
+        "'" + SECRET + "'",
+    ],
+)
+def test_a_secret_only_partly_from_the_environment_is_refused(tmp_path: Path, key: str) -> None:
+    environ = {"SUPPORT_BOT_KEY": SECRET, "EMPTY_KEY": ""}
+    (problem,) = problems_of(write(tmp_path, KEYS.format(key=key)), environ=environ).problems
+    assert problem.path == "server.api_keys[0].key" and "written in the configuration file" in problem.message
+
+
+@pytest.mark.parametrize("key", ["${SUPPORT_BOT_KEY}", '"${SUPPORT_BOT_KEY}"', "${SUPPORT_BOT_KEY:-}"])
+def test_a_secret_from_the_environment_is_accepted(tmp_path: Path, key: str) -> None:
+    config = load_config(write(tmp_path, KEYS.format(key=key)), environ={"SUPPORT_BOT_KEY": SECRET})
+    (api_key,) = config.server.api_keys
+    assert (api_key.name, api_key.key, api_key.role) == ("support-bot", SECRET, "read")
+
+
+def test_the_legacy_api_key_written_in_the_file_still_works_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="ragflow.config"):
+        config = load_config(write(tmp_path, f"server:\n  port: 8001\n  api_key: {SECRET}\n"))
+    assert config.server.api_key == SECRET
+    (warning,) = caplog.messages
+    assert warning.startswith(f"{tmp_path / 'app.yaml'}:3: server.api_key: the API key is written in")
+    assert "api_key: ${RAGFLOW_API_KEY}" in warning and SECRET not in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ragflow.config"):
+        from_env = load_config(
+            write(tmp_path, "server:\n  api_key: ${RAGFLOW_API_KEY}\n"), environ={"RAGFLOW_API_KEY": SECRET}
+        )
+        unset = load_config(write(tmp_path, "server:\n  api_key: ${RAGFLOW_API_KEY:-}\n"), environ={})
+    assert (from_env.server.api_key, unset.server.api_key, caplog.messages) == (SECRET, None, [])
+
+
+def test_key_files_and_server_paths_are_relative_to_the_configuration_file(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    (tmp_path / "conf" / "secrets").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    path = write(
+        tmp_path / "conf",
+        """
+        server:
+          api_keys:
+            - name: ingest
+              key_file: secrets/ingest
+              role: write
+            - name: ops
+              key_file: /run/secrets/ops
+              role: admin
+          audit_log: logs/audit.jsonl
+          tls_cert: tls/cert.pem
+          tls_key: tls/key.pem
+        """,
+    )
+    server = load_config(path).server
+    conf = tmp_path / "conf"
+    assert [key.key_file for key in server.api_keys] == [str(conf / "secrets/ingest"), "/run/secrets/ops"]
+    assert (server.audit_log, server.tls_cert, server.tls_key) == (
+        str(conf / "logs/audit.jsonl"),
+        str(conf / "tls/cert.pem"),
+        str(conf / "tls/key.pem"),
+    )
+
+
+def test_named_keys_from_python_may_hold_the_secret_but_are_written_out_as_its_sha256(
+    tmp_path: Path,
+) -> None:
+    data = {"server": {"api_keys": [{"name": "bot", "key": SECRET, "role": "write"}]}}
+    config = RagflowConfig.from_dict(data)  # not from a file: nothing is written anywhere
+    assert config.server.api_keys[0].key == SECRET
+    text = config.to_yaml()
+    assert SECRET not in text
+    (again,) = parse_config(text, base_dir=tmp_path).server.api_keys
+    assert again.key_sha256 == hashlib.sha256(SECRET.encode()).hexdigest() and again.role == "write"
 
 
 # -- round trip and building ---------------------------------------------------------------------------

@@ -81,6 +81,10 @@ class Origin:
     file: str | None = None
     lines: dict[Location, int] = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)
+    from_environment: set[Location] | None = None
+    """Key paths whose whole value came from one ``${NAME}`` set in the environment (filled by the YAML
+    reader); ``None`` when the configuration was not read from text, so where its values came from is
+    unknown (``RagflowConfig.from_dict``)."""
 
     def line(self, loc: Location) -> int | None:
         for end in range(len(loc), 0, -1):

@@ -3,6 +3,7 @@ the validator), written back out, and built into the parts of a ``DocumentStore`
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -118,7 +119,9 @@ class RagflowConfig(Section):
         }
         if self.llm is not None:
             data["llm"] = self.llm.model_dump()
-        data["server"] = self.server.model_dump()
+        server = self.server.model_dump()
+        server["api_keys"] = [_without_secret(key) for key in server["api_keys"]]
+        data["server"] = server
         data["persistence"] = self.persistence.model_dump()
         return data
 
@@ -223,7 +226,7 @@ def parse_config(
 ) -> RagflowConfig:
     """Validate configuration text. ``${NAME}`` and ``${NAME:-default}`` are replaced from ``environ``
     (default ``os.environ``); ``file`` names the text in error messages."""
-    origin = Origin(file, {}, Path(base_dir) if base_dir is not None else Path.cwd())
+    origin = Origin(file, {}, Path(base_dir) if base_dir is not None else Path.cwd(), set())
     reader = YamlReader(origin, os.environ if environ is None else environ)
     data = reader.read(text)
     if data is None:
@@ -231,6 +234,15 @@ def parse_config(
     if not isinstance(data, dict):
         raise origin.error((), f"the configuration must be a mapping of sections, got {kind_of(data)}")
     return _validated(origin, data)
+
+
+def _without_secret(api_key: dict[str, Any]) -> dict[str, Any]:
+    """A named key as ``to_dict`` writes it: a secret given as ``key`` becomes its ``key_sha256``, so that
+    what is written out holds no secret (and reads back: a secret written in a file is refused)."""
+    secret = api_key.get("key")
+    if secret in (None, ""):
+        return api_key
+    return {**api_key, "key": None, "key_sha256": hashlib.sha256(str(secret).encode()).hexdigest()}
 
 
 def _validated(origin: Origin, data: dict[str, Any]) -> RagflowConfig:

@@ -146,10 +146,10 @@ class ApiKeyConfig(Section):
     name: str
     """Names the key in logs, metrics and the audit log (never the secret)."""
     key: Any = Field(default=None, repr=False)
-    """The secret, written as ``${ENV_NAME}`` so that the YAML holds no secret."""
+    """The secret, written as ``${ENV_NAME}``: a secret written in a YAML file is refused."""
     key_file: str | None = None
     """A file holding the secret (surrounding whitespace is ignored), e.g. a Docker or Kubernetes secret;
-    read when the server starts, relative to the working directory."""
+    read when the server starts; a relative path is taken from the configuration file's folder."""
     key_sha256: str | None = Field(default=None, repr=False)
     """The hex SHA-256 of the secret, for a server that should never hold the secret itself."""
     role: Literal["read", "write", "admin"] = "read"
@@ -190,7 +190,8 @@ class ServerConfig(Section):
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: _Key = None
     """When set (and not empty), requests must carry it (``Authorization: Bearer <key>``): one admin key
-    (named ``api_key``), next to any ``api_keys``."""
+    (named ``api_key``), next to any ``api_keys``. Written in the file rather than as ``${ENV_NAME}``, it
+    is accepted with a warning (earlier versions allowed it)."""
     max_k: int = Field(default=100, ge=1)
     """The most chunks one retrieval may ask for."""
     max_request_bytes: int = Field(default=10_000_000, ge=1024)
@@ -202,7 +203,8 @@ class ServerConfig(Section):
     before its further bad-key requests are answered 429 (requests with a good key always pass)."""
     auth_failure_window: float = Field(default=60.0, gt=0)
     audit_log: str | None = None
-    """A JSON-lines file recording every upload and delete (key name, document, time), rotated."""
+    """A JSON-lines file recording every upload and delete (key name, document, time), rotated; like every
+    path in the file, relative to the configuration file's folder."""
     audit_log_max_bytes: int = Field(default=10_000_000, ge=1024)
     audit_log_backups: int = Field(default=5, ge=1)
     tls_cert: str | None = None

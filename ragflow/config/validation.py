@@ -3,6 +3,8 @@ and key path and what is allowed there, before one ``InvalidConfigError`` lists 
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,13 @@ from .sections import (
     PersistenceConfig,
     PluginConfig,
     Section,
+    ServerConfig,
     SourceConfig,
 )
 
 __all__ = ["Validator"]
+
+log = logging.getLogger("ragflow.config")
 
 
 class Validator:
@@ -55,6 +60,8 @@ class Validator:
                 sections[key] = self._plugin((key,), value, key)
             elif value is not None or key == "llm":
                 sections[key] = self._static((key,), STATIC_SECTIONS[key], value)
+                if isinstance(sections[key], ServerConfig):
+                    sections[key] = self._server(sections[key])
         if self.problems:
             raise InvalidConfigError(self.problems)
         sections = {key: value for key, value in sections.items() if value is not None}
@@ -110,6 +117,46 @@ class Validator:
             if checked[key] is not None:
                 checked[key] = str(self._resolve(checked[key]))
         return model(kind=kind, options=checked)
+
+    def _server(self, server: ServerConfig) -> ServerConfig:
+        """``server`` with its file paths taken from the configuration's folder; a named key's secret
+        written in the file is a problem, the single legacy ``api_key`` written there a warning."""
+        for i, entry in enumerate(server.api_keys):
+            if entry.key not in (None, "") and not self._from_environment(("server", "api_keys", i, "key")):
+                variable = re.sub(r"[^A-Za-z0-9]+", "_", entry.name).upper() + "_KEY"
+                self._add(
+                    ("server", "api_keys", i, "key"),
+                    f"API key {entry.name!r}: the secret is written in the configuration file, where "
+                    f"whoever reads the file can use it. Give it from the environment (key: ${{{variable}}} "
+                    f"and set {variable}), from a file (key_file: /run/secrets/{entry.name}) or as its hex "
+                    "SHA-256 (key_sha256), and change the secret if the file has been shared",
+                )
+        if server.api_key and not self._from_environment(("server", "api_key")):
+            log.warning(
+                "%s",
+                self.origin.problem(
+                    ("server", "api_key"),
+                    "the API key is written in the configuration file, where whoever reads the file can "
+                    "use it as an admin key. Write api_key: ${RAGFLOW_API_KEY} and set RAGFLOW_API_KEY, or "
+                    "use server.api_keys with key_file (docs/security.md). Accepted, as earlier versions did",
+                ),
+            )
+        keys = [
+            entry.model_copy(update={"key_file": str(self._resolve(entry.key_file))})
+            if entry.key_file is not None
+            else entry
+            for entry in server.api_keys
+        ]
+        paths = {
+            name: str(self._resolve(path))
+            for name in ("audit_log", "tls_cert", "tls_key")
+            if (path := getattr(server, name)) is not None
+        }
+        return server.model_copy(update={"api_keys": keys, **paths})
+
+    def _from_environment(self, loc: Location) -> bool:
+        """Whether the value at ``loc`` came wholly from the environment (or cannot be told: no text)."""
+        return self.origin.from_environment is None or loc in self.origin.from_environment
 
     def _factory(self, loc: Location, role: str, kind: str) -> Callable[..., Any] | None:
         kinds = known_kinds(role)

@@ -1,5 +1,6 @@
 """The YAML reader: configuration text to plain data, remembering the line of every key and replacing
-``${ENV}`` references in values, so that every later problem can name its line."""
+``${ENV}`` references in values (and which values came wholly from the environment), so that every later
+problem can name its line and a secret written in the file can be told from one given by the environment."""
 
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ class YamlReader:
         if "${" not in node.value:
             return self._construct(node, loc)
         text = self._interpolate(node.value, node, loc)
+        if self.origin.from_environment is not None and self._wholly_from_environment(node.value):
+            self.origin.from_environment.add(loc)
         if getattr(node, "style", None) is None and text == "":
             return None  # an unquoted reference to an empty value is YAML's empty value: null
         return text
@@ -115,6 +118,16 @@ class YamlReader:
             return found
 
         return _REFERENCE.sub(replace, value)
+
+    def _wholly_from_environment(self, value: str) -> bool:
+        """Whether ``value`` is one ``${NAME}`` whose text the environment gave (not its default): then no
+        part of what it stands for is written in the file."""
+        match = _REFERENCE.fullmatch(value)
+        name = match.group("name") if match is not None else None
+        if match is None or name is None:
+            return False
+        found = self.environ.get(name)
+        return found is not None and (match.group("default") is None or found != "")
 
     def _problem(self, node: yaml.Node, loc: Location, message: str) -> None:
         line = node.start_mark.line + 1
