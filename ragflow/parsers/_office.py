@@ -31,6 +31,8 @@ def parse_docx(data: bytes, metadata: Metadata, context: ParseContext) -> list[T
     import docx  # python-docx costs ~0.2 s to import; only Word documents pay for it
 
     document = open_with(lambda: docx.Document(io.BytesIO(data)), context, "Word document")
+    # the style names by id, once: ``paragraph.style`` looks the default style up anew for every paragraph
+    style_names = {style.style_id: style.name for style in document.styles}
     units: list[TextUnit] = []
     headings: list[tuple[int, str]] = []
     lines: list[str] = []
@@ -50,7 +52,7 @@ def parse_docx(data: bytes, metadata: Metadata, context: ParseContext) -> list[T
             lines.append("\n".join(table_lines(_docx_rows(block))))
             continue
         text = block.text.strip()
-        level = _heading_level(block)
+        level = _heading_level(style_names.get(block._p.style) or "")
         if level is not None and text:
             flush()
             headings[:] = [(lvl, title) for lvl, title in headings if lvl < level] + [(level, text)]
@@ -63,8 +65,7 @@ def parse_docx(data: bytes, metadata: Metadata, context: ParseContext) -> list[T
     return units
 
 
-def _heading_level(paragraph: Any) -> int | None:
-    style = getattr(paragraph.style, "name", None) or ""
+def _heading_level(style: str) -> int | None:
     if style.lower() == "title":
         return 0
     match = _HEADING.match(style)

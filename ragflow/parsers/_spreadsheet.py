@@ -21,7 +21,8 @@ __all__ = ["parse_xlsx"]
 
 _BLOCK_ROWS = 20
 """Rows per unit at most: a block is about one chunk, so its ``rows`` cite a row range that small."""
-_BLOCK_CHARS = 1200
+_BLOCK_CHARS = 480
+"""Characters of rendered rows per unit at most: ~120 tokens, one chunk of the local model."""
 
 
 def parse_xlsx(data: bytes, metadata: Metadata, context: ParseContext) -> list[TextUnit]:
@@ -86,7 +87,7 @@ def _sheet_units(
                 continue
             header = [_column_letter(i) for i in range(len(cells))]
         block.append((number, cells))
-        size += sum(len(cell) for cell in cells)
+        size += sum(len(cell) + len(name) + 4 for cell, name in zip(cells, header, strict=False) if cell)
         if len(block) >= _BLOCK_ROWS or size >= _BLOCK_CHARS:
             flush()
     flush()
