@@ -14,7 +14,6 @@ dominates initial indexing). Reports Markdown.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import random
@@ -22,7 +21,6 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
-import numpy.typing as npt
 
+from ragflow.bench import FastEmbedder  # the scale benchmark's, shared
 from ragflow.connectors.folder import FolderSource
 from ragflow.persistence import (
     CACHE_FILE,
@@ -45,26 +43,6 @@ from ragflow.store import DocumentStore
 
 DIM = 384
 MAX_TOKENS = 128  # the real model's default chunk size (LocalEmbedder.max_tokens)
-
-
-class FastEmbedder:
-    """Deterministic pseudo-random unit vectors keyed by the text's digest: costs ~nothing per chunk."""
-
-    model_id = "bench/fast-384"
-    dim = DIM
-    max_tokens = MAX_TOKENS
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        self.count += len(texts)
-        out = np.empty((len(texts), DIM), dtype=np.float32)
-        for row, text in enumerate(texts):
-            seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-            out[row] = np.random.default_rng(seed).standard_normal(DIM)
-        out /= np.linalg.norm(out, axis=1, keepdims=True)
-        return out
 
 
 def vocabulary() -> list[str]:

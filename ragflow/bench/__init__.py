@@ -1,8 +1,9 @@
 """``ragflow bench``: benchmarks of a live index, run against ragflow or any server with the same REST API.
 
-``freshness`` drives a source (a folder) and measures, through ``/v1/retrieve``, ``/v1/statistics`` and
-``/v1/inputs`` only, how long each change takes to show in the answers. Results go to a terminal table, a
-JSON file of every record, and a self-contained HTML report; several runs compare side by side.
+``freshness`` drives a source (a folder, an S3 bucket, a Kafka topic) and measures, through
+``/v1/retrieve``, ``/v1/statistics`` and ``/v1/inputs`` only, how long each change takes to show in the
+answers. Results go to a terminal table, a JSON file of every record, and a self-contained HTML report;
+several runs compare side by side. ``scale`` times one change at growing index sizes, in process.
 
     from ragflow.bench import FreshnessOptions, run_freshness, freshness_table
 
@@ -16,6 +17,7 @@ from ._freshness import FreshnessOptions, FreshnessRun, run_freshness
 from ._probe import Probe, ProbeError
 from ._report import html_report
 from ._results import ChangeRecord, FreshnessResult
+from ._scale import FastEmbedder, ScaleOptions, run_scale, scale_table
 from ._server import ServerProcess, ServerStartError
 from ._stats import Summary, percentile
 from ._table import freshness_table
@@ -26,12 +28,14 @@ __all__ = [
     "ALL_KINDS",
     "ChangeKind",
     "ChangeRecord",
+    "FastEmbedder",
     "FolderTarget",
     "FreshnessOptions",
     "FreshnessResult",
     "FreshnessRun",
     "Probe",
     "ProbeError",
+    "ScaleOptions",
     "ServerProcess",
     "ServerStartError",
     "SourceTarget",
@@ -41,4 +45,6 @@ __all__ = [
     "html_report",
     "percentile",
     "run_freshness",
+    "run_scale",
+    "scale_table",
 ]

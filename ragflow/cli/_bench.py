@@ -17,7 +17,7 @@ from ragflow.errors import ConfigError
 if TYPE_CHECKING:
     from ragflow.bench import FreshnessOptions
 
-HELP = "benchmark a live index: freshness of changes, through the REST API"
+HELP = "benchmark a live index: freshness of changes through the REST API, cost at a growing index"
 DESCRIPTION = "Benchmarks of a live index, run against ragflow or any server with the same REST API."
 
 FRESHNESS_DESCRIPTION = """\
@@ -103,9 +103,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not run: put these saved runs side by side (with --report, in one page)",
     )
 
+    scale = benches.add_parser(
+        "scale",
+        help="one change's cost at a growing index (in process, fast embedder)",
+        description="Build indexes of growing size in this process with a fast deterministic embedder, and "
+        "time one-paragraph edits and deletes from the write to searchable at each, with the memory per "
+        "chunk and the restart time to ready: the curve must stay flat.",
+    )
+    scale.add_argument(
+        "--chunks", default="1000,10000,100000", help="index sizes, comma-separated (default: 1k, 10k, 100k)"
+    )
+    scale.add_argument("--changes", type=int, default=20, help="edits, then deletes, timed at each size")
+    scale.add_argument("--json", type=Path, metavar="FILE", help="write the rows to FILE")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragflow bench ...`` and return its exit code."""
+    if args.bench == "scale":
+        return _run_scale(args)
     from ragflow.bench import FreshnessResult, freshness_table, html_report, run_freshness
 
     if args.compare:
@@ -174,3 +189,22 @@ def _options(args: argparse.Namespace) -> FreshnessOptions:
         server_log=args.server_log,
         progress=say,
     )
+
+
+def _run_scale(args: argparse.Namespace) -> int:
+    import json
+
+    from ragflow.bench import ScaleOptions, run_scale, scale_table
+
+    try:
+        sizes = [int(x) for x in args.chunks.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--chunks is a comma-separated list of sizes, got {args.chunks!r}") from None
+    if not sizes or min(sizes) < 10 or args.changes < 1:
+        raise ConfigError("--chunks sizes must be at least 10 and --changes at least 1")
+    rows = run_scale(ScaleOptions(sizes=sizes, changes=args.changes, progress=say))
+    print(scale_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        say(f"rows written to {args.json}")
+    return EXIT_OK
