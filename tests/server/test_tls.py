@@ -23,9 +23,11 @@ from cryptography.x509.oid import NameOID
 from ragflow.cli import _serve
 from ragflow.errors import ConfigError
 from ragflow.server.app import tls_files
+from tests.fakes import FakeOpenAIServer
 from tests.server.test_serve import REPO, free_port
 
 LOCAL = "127.0.0.1"
+READER_KEY = "a-reader-key-from-a-file-0123"
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -108,6 +110,89 @@ def test_serve_answers_https_with_the_given_certificate(tmp_path: Path) -> None:
             process.kill()
             process.communicate()
     assert process.returncode == 0
+
+
+CONFIG = """
+sources:
+  - kind: folder
+    root: ../docs
+embedder:  # an OpenAI-compatible API served by this test: no model to load
+  kind: openai
+  model: fake-embed
+  base_url: {base_url}
+  api_key: ${{FAKE_OPENAI_KEY}}
+  dim: 16
+server:
+  api_keys:
+    - name: reader
+      key_file: secrets/reader  # from the configuration's folder, not the working directory
+      role: read
+persistence:
+  state_dir: null
+"""
+
+
+def test_ragflow_serve_over_https_answers_a_key_and_refuses_none(tmp_path: Path) -> None:
+    """The real command end to end: ``ragflow serve --tls-cert --tls-key`` with a key file, over HTTPS."""
+    cert, tls_key = self_signed(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("The harbor lantern is lit at dusk.")
+    (tmp_path / "conf" / "secrets").mkdir(parents=True)
+    (tmp_path / "conf" / "secrets" / "reader").write_text(READER_KEY + "\n")
+    port = free_port()
+    with FakeOpenAIServer(dim=16) as embeddings:
+        config = tmp_path / "conf" / "app.yaml"
+        config.write_text(CONFIG.format(base_url=embeddings.base_url))
+        command = ["serve", "--config", str(config), "--port", str(port)]
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ragflow.cli",
+                *command,
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(tls_key),
+            ],
+            cwd=tmp_path / "docs",
+            env={**os.environ, "PYTHONPATH": str(REPO), "FAKE_OPENAI_KEY": embeddings.api_key},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        url = f"https://127.0.0.1:{port}"
+        try:
+            wait_until_ready(url, process, cert)
+            keyed = {"Authorization": f"Bearer {READER_KEY}"}
+            query = {"query": "lantern", "k": 1}
+            hits = requests.post(
+                url + "/v1/retrieve", json=query, headers=keyed, verify=str(cert), timeout=10
+            )
+            assert hits.status_code == 200 and hits.json()[0]["text"] == "The harbor lantern is lit at dusk."
+            refused = requests.post(url + "/v1/retrieve", json=query, verify=str(cert), timeout=10)
+            assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, stderr
+    assert f"serving {url}" in stderr and READER_KEY not in stderr
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[str], cert: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if requests.get(url + "/readyz", verify=str(cert), timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the HTTPS server never became ready"
+        time.sleep(0.1)
 
 
 def test_tls_needs_both_files_and_readable_ones(tmp_path: Path) -> None:
