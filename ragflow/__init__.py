@@ -25,7 +25,7 @@ from .sources import (
     deletion,
     diff_listing,
 )
-from .store import DocumentError, DocumentStatus, DocumentStore, Progress
+from .store import DocumentError, DocumentStatus, DocumentStore, Progress, StoreUpdate, UpdateStream
 
 __all__ = [
     "ChangeKind",
@@ -48,8 +48,10 @@ __all__ = [
     "SchemaError",
     "SourceError",
     "SourceRun",
+    "StoreUpdate",
     "SyncLoop",
     "TextUnit",
+    "UpdateStream",
     "VectorRecord",
     "Wake",
     "deletion",

@@ -27,18 +27,20 @@ from ..persistence import (
 )
 from ..pipeline import DocumentFeed, IndexSink, build_pipeline
 from ..sources import position_scope
+from .async_api import AsyncStoreMethods
 from .checkpoint_wait import CheckpointWaits
 from .document_table import DocumentTable
 from .parts import StoreParts
 from .reports import DocumentError, DocumentStatus, Progress, SourceReport, StoreReports
 from .restore import restore_checkpoint
+from .updates import UpdateHub
 
 __all__ = ["DocumentStore"]
 
 log = logging.getLogger("ragflow.store")
 
 
-class DocumentStore:
+class DocumentStore(AsyncStoreMethods):
     """A live vector index over document sources.
 
     The smallest program::
@@ -46,6 +48,9 @@ class DocumentStore:
         with DocumentStore(FolderSource("docs")) as store:
             store.wait_until_fresh(60)
             hits = store.retrieve("what is ragflow?", k=3)
+
+    In asyncio code, ``async with``, ``aretrieve``, ``await_until_fresh`` and ``updates()`` do the same
+    without blocking the loop (``AsyncStoreMethods``, docs/embedding.md).
 
     Defaults: the parser for text/Markdown/HTML/PDF/JSON/CSV, a token splitter sized to the embedder's
     input window, the local all-MiniLM-L6-v2 embedder, and the ``faiss`` index (exact search). Queries
@@ -105,6 +110,7 @@ class DocumentStore:
         self._embedding: dict[str, float] = {}  # the epoch in progress: first embed call, end of the last
         self._reports = StoreReports(self._table, self.feeds, self.engine)
         self._listeners: list[Callable[[EpochReport], None]] = []
+        self._updates = UpdateHub()  # the streams of updates()
         self._started_at: float | None = None
         self._stream_sources = {feed.name for feed in self.feeds if position_scope(feed.source) == "stream"}
         # a cache write that fails (full disk) must not stop indexing: restore re-checks the vectors
@@ -165,6 +171,7 @@ class DocumentStore:
             self.engine.run("static", handle_signals=False)
         finally:
             self._close_state()
+            self._updates.stop()
 
     def stop(self, timeout: float = 30) -> None:
         """Stop syncing; the index stays searchable. With a ``state_dir``, what was indexed is
@@ -174,6 +181,7 @@ class DocumentStore:
             self.engine.join(timeout)
         finally:
             self._close_state()
+            self._updates.stop()
 
     def __enter__(self) -> DocumentStore:
         return self.start()
@@ -207,6 +215,7 @@ class DocumentStore:
                 "ends a store with a state_dir); create a new DocumentStore on it to run again"
             )
         self._started_at = time.monotonic()
+        self._updates.open()
 
     def _close_state(self) -> None:
         if self._checkpointer is not None:
@@ -292,6 +301,7 @@ class DocumentStore:
         changed = self._table.end_epoch(now, bool(report.output_changes), stages)
         for feed in self.feeds:
             changed |= feed.take_settled()
+        self._publish_update(report, changed, now)
         if self._checkpointer is not None:
             # the epoch is complete here (index applied, vectors in the cache): a consistent cut
             sources: dict[str, SourceState | None] = {

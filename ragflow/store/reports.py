@@ -6,7 +6,7 @@ sources)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -153,9 +153,15 @@ class StoreReports:
             result.append(entry)
         return result
 
-    def errors(self) -> list[DocumentError]:
-        """See ``DocumentStore.errors``."""
-        found = [DocumentError(s.doc_id, "parse", s.error) for s in self.documents() if s.error is not None]
+    def errors(self, doc_ids: Collection[str] | None = None) -> list[DocumentError]:
+        """See ``DocumentStore.errors``; with ``doc_ids``, only the errors of those documents."""
+        if doc_ids is None:
+            statuses = self.documents()
+            found = [DocumentError(s.doc_id, "parse", s.error) for s in statuses if s.error is not None]
+        else:
+            with self._table.lock:
+                parsed = {d: self._table.docs[d] for d in sorted(doc_ids) if d in self._table.docs}
+            found = [DocumentError(d, "parse", p.outcome.error) for d, p in parsed.items() if p.outcome.error]
         engine_errors = self._engine.current_errors()
         owners = self._chunk_owners({e.key for e in engine_errors if isinstance(e.key, int)})
         for error in engine_errors:
@@ -165,7 +171,7 @@ class StoreReports:
             else:  # a chunk's error is its document's, named by the chunk's place in it
                 doc_id, place = owner
                 found.append(DocumentError(doc_id, error.operator, f"{place}: {error.message}"))
-        return found
+        return found if doc_ids is None else [e for e in found if e.doc_id in doc_ids]
 
     def progress(self, elapsed: float) -> Progress:
         """See ``DocumentStore.progress``; ``elapsed``: seconds since the store started."""
