@@ -173,6 +173,8 @@ class DocumentFeed:
         self.current: dict[str, DocRow] = {}
         self.seen_ns: dict[str, int] = {}
         self._lock = threading.Lock()
+        if hasattr(source, "held_documents"):  # the source asked for it (see ragflow.sources)
+            setattr(source, "held_documents", self.held_documents)  # noqa: B010
 
     def run(self, push: Push, stop: threading.Event, mode: Mode) -> None:
         def emit(changes: Sequence[DocumentChange], snapshot_done: bool = False) -> None:
@@ -217,6 +219,11 @@ class DocumentFeed:
                 else:
                     self.seen_ns.pop(change.doc_id, None)
         return deltas
+
+    def held_documents(self) -> dict[str, Mapping[str, Any]]:
+        """``doc_id -> metadata`` of the documents this feed holds (a ``HeldDocuments`` for its source)."""
+        with self._lock:
+            return {doc_id: row.metadata for doc_id, row in self.current.items()}
 
     def take_settled(self) -> set[str]:
         """The resubmitted documents the source sent a change for since the last call. The change may

@@ -16,6 +16,9 @@ What a source owes the engine, in short (``docs/sources.md`` tells it at length)
 - A source that must know its changes are durable before it lets go of part of its input (Kafka, when a
   partition is revoked) declares a ``wait_checkpointed`` attribute set to ``None``; the store replaces it
   with a ``CheckpointWait``.
+- A source that must know which documents the store holds from it (Kafka, to retract the documents of
+  partitions that another member now owns) declares a ``held_documents`` attribute set to ``None``; the
+  store replaces it with a ``HeldDocuments``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "DocumentChange",
     "DocumentSource",
     "EmitChanges",
+    "HeldDocuments",
     "Notifications",
     "PositionScope",
     "SourceHealth",
@@ -102,6 +106,12 @@ directory, committed in a checkpoint; ``False`` if not within ``timeout`` second
 failed, a checkpoint write failed). Safe from any of the source's threads."""
 
 
+HeldDocuments = Callable[[], dict[str, Mapping[str, Any]]]
+"""``held_documents()``, given by the store to a source that declares the attribute: ``doc_id -> metadata``
+of every document the store holds from the source, as the source emitted it (those restored from a
+checkpoint included, deleted ones not). Safe from any of the source's threads."""
+
+
 @runtime_checkable
 class DocumentSource(Protocol):
     """A source of document changes (folder, S3, Kafka...), run in its own thread by the engine.
@@ -115,7 +125,8 @@ class DocumentSource(Protocol):
 
     Optional attribute ``position_scope``: ``"document"`` (the default) or ``"stream"``, see the module
     docstring. Optional attribute ``wait_checkpointed``: declared ``None`` by a source that
-    wants a ``CheckpointWait``; the store sets it before ``run``. ``SourceRun`` implements ``run`` for a
+    wants a ``CheckpointWait``; the store sets it before ``run``. Likewise ``held_documents`` for a
+    ``HeldDocuments``. ``SourceRun`` implements ``run`` for a
     source written as one class per run.
     """
 

@@ -2,13 +2,20 @@
 offset the checkpoint saved, turning each batch of messages into one atomic group of changes, making the
 emitted offsets durable before it lets a partition go, and reporting health and lag.
 
-Where an assigned partition starts: the offset this state saved for it (the source of truth); else,
-for a partition new to a state that has run before, the group's committed offset, which the previous
-owner wrote only once its checkpoint held everything before it (a hand-over); else ``start``.
+A member's index holds the documents of exactly the partitions it is assigned: on every assignment, the
+documents of partitions it held and no longer owns are retracted (one atomic group) and their offsets
+forgotten, so no member serves a stale copy of a document that another member now keeps up to date.
+
+Where an assigned partition starts: the offset this state saved for it (the source of truth: the index
+holds the partition's documents up to there); else ``start`` — with ``earliest`` (the default) the whole
+partition is read, so the member's index gets every document of it; with ``latest`` or a time, a partition
+new to a state that has run before starts at the group's committed offset, which the previous owner wrote
+only once its checkpoint held everything before it (a hand-over).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -16,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragflow.errors import ConfigError, SourceError
-from ragflow.sources import STOP_CHECK_S, DocumentChange, EmitChanges, SourceRun, Wake
+from ragflow.sources import STOP_CHECK_S, DocumentChange, EmitChanges, SourceRun, Wake, deletion
 
 from .formats import Message, decode
 from .offsets import BEGINNING, Offsets, as_position, read_position
@@ -143,6 +150,7 @@ class KafkaRun(SourceRun[None]):
         messages = self.consumer.consume(_BATCH, STOP_CHECK_S)
         now = time.monotonic()
         changes: dict[str, DocumentChange] = {}
+        per_topic: collections.Counter[str] = collections.Counter()  # counted once per batch: cheaper
         for raw in messages:
             error = raw.error()
             place = (raw.topic(), raw.partition())
@@ -165,11 +173,13 @@ class KafkaRun(SourceRun[None]):
                 self.by_time.discard(place)
             self.offsets[place] = message.offset + 1
             decoded = decode(message, self.source.decode_options)
-            self.status.count("messages", topic=message.topic)
+            per_topic[message.topic] += 1
             if decoded.poison is not None:
                 self._poisoned(message, decoded.poison)
             changes.pop(decoded.change.doc_id, None)  # a newer message for a document replaces the older
             changes[decoded.change.doc_id] = decoded.change
+        for topic, count in per_topic.items():
+            self.status.count("messages", count, topic=topic)
         if messages:
             self.status.healthy()
         if changes:
@@ -215,7 +225,11 @@ class KafkaRun(SourceRun[None]):
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
         places = [(tp.topic, tp.partition) for tp in partitions]
-        handover = not self.fresh or self.assignment_seen
+        self._let_go(keep=set(places))
+        start = self.source.start
+        # with ``earliest`` a partition new to this index is read whole; else the previous owner's
+        # committed offset is where it stopped (a fresh state starts at ``start``: a rebuild)
+        handover = (not self.fresh or self.assignment_seen) and start.where != "earliest"
         new = [tp for tp, place in zip(partitions, places, strict=True) if place not in self.offsets]
         committed = {}
         if handover and new:
@@ -227,7 +241,6 @@ class KafkaRun(SourceRun[None]):
                 }
             except Exception as exc:
                 log.warning("source %r: could not read the group's offsets: %s", self.source.name, exc)
-        start = self.source.start
         by_time = []
         for tp, place in zip(partitions, places, strict=True):
             if place in self.offsets:
@@ -257,23 +270,65 @@ class KafkaRun(SourceRun[None]):
         self.assignment_seen = True
         self.status.count("rebalances")
         self.status.gauge("assigned_partitions", len(places))
+        for topic, partition in places:
+            self.status.gauge("partition_assigned", 1, topic=topic, partition=str(partition))
         log.info("source %r: assigned %s", self.source.name, _names(places))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # the documents stay until the next assignment says which partitions went elsewhere: the eager
+        # protocol revokes every partition at every rebalance, and most come back
         places = {(tp.topic, tp.partition) for tp in partitions}
-        self.assigned -= places
-        self.at_end -= places
+        self._unassigned(places)
         if not self.closing:
             self._hand_over(places)
-        for topic, partition in places:
-            self.status.gauge("consumer_lag", 0, topic=topic, partition=str(partition))
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         # another member may own them already: nothing may be committed for them
         places = {(tp.topic, tp.partition) for tp in partitions}
+        self._unassigned(places)
+        log.warning("source %r: lost %s (session timed out)", self.source.name, _names(places))
+
+    def _unassigned(self, places: set[tuple[str, int]]) -> None:
         self.assigned -= places
         self.at_end -= places
-        log.warning("source %r: lost %s (session timed out)", self.source.name, _names(places))
+        for topic, partition in places:
+            self.status.gauge("consumer_lag", 0, topic=topic, partition=str(partition))
+            self.status.gauge("partition_assigned", 0, topic=topic, partition=str(partition))
+
+    def _let_go(self, keep: set[tuple[str, int]]) -> None:
+        """Retract the documents of every partition outside ``keep`` (one atomic group) and forget their
+        offsets, so that the index holds exactly the documents of the partitions this member owns, and a
+        partition that comes back is read again from ``start``. The retraction carries the position
+        without those offsets: a restart resumes from a consistent cut either way (before it, the next
+        assignment retracts them again)."""
+        held = self.source.held_documents() if self.source.held_documents is not None else {}
+        retract: dict[str, tuple[str, int]] = {}
+        for doc_id, metadata in held.items():
+            place = _place(metadata)
+            if place is not None and place not in keep:
+                retract[doc_id] = place
+        gone = {p for p in self.offsets if p not in keep} | set(retract.values())
+        if not gone:
+            return
+        for place in gone:
+            self.offsets.pop(place, None)
+            self.by_time.discard(place)
+        self.durable = {p: o for p, o in self.durable.items() if p in self.offsets}
+        if retract:
+            seen_ns = time.time_ns()
+            changes = [
+                deletion(doc_id, str(held[doc_id].get("path", doc_id)), seen_ns) for doc_id in sorted(retract)
+            ]
+            changes[-1] = dataclasses.replace(changes[-1], position=as_position(self.offsets))
+            self.emit(changes)
+            self.emitted = dict(self.offsets)
+            self.status.count("retracted_documents", len(retract))
+        log.info(
+            "source %r: %s now belong to other members; retracted their %d document(s) from this index",
+            self.source.name,
+            _names(gone),
+            len(retract),
+        )
 
     def _hand_over(self, places: set[tuple[str, int]]) -> None:
         """Make what was emitted from ``places`` durable, then commit it to the group, so that the next
@@ -411,6 +466,14 @@ def _message(raw: Any) -> Message:
         tuple(raw.headers() or ()),
         stamp if stamp_type else None,
     )
+
+
+def _place(metadata: Any) -> tuple[str, int] | None:
+    """The ``(topic, partition)`` a held document was read from; ``None`` if its metadata does not say."""
+    try:
+        return str(metadata["topic"]), int(metadata["partition"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _names(places: set[tuple[str, int]] | list[tuple[str, int]]) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ragflow.errors import ConfigError
-from ragflow.sources import EmitChanges, SourceStatus
+from ragflow.sources import CheckpointWait, EmitChanges, HeldDocuments, SourceStatus
 
 from .formats import FORMATS, DecodeOptions, MessageFormat
 from .offsets import StartAt, parse_start
@@ -107,8 +107,11 @@ class KafkaSource:
         self.decode_options = DecodeOptions(format, max_message_bytes, content_type, id_column, text_column)
         self.status = SourceStatus()
         """Health (with the reason), message counters and ``consumer_lag`` per partition, for /metrics."""
-        self.wait_checkpointed: Callable[[float], bool] | None = None
+        self.wait_checkpointed: CheckpointWait | None = None
         """Set by the store (see ``ragflow.sources``): makes everything emitted so far durable."""
+        self.held_documents: HeldDocuments | None = None
+        """Set by the store: the documents it holds from this source (to retract those of partitions
+        that moved to another member)."""
 
     def run(
         self,
