@@ -128,6 +128,29 @@ def test_compose_mounts_the_folders_the_config_reads() -> None:
     assert mounts[config.persistence.state_dir] in compose()["volumes"]  # a named volume
 
 
+def test_the_kafka_service_is_a_single_kraft_node_reachable_inside_and_outside_compose() -> None:
+    kafka = compose()["services"]["kafka"]
+    assert kafka["profiles"] == ["kafka"]  # not started by a plain `up`
+    image, _, tag = kafka["image"].partition(":")
+    assert image == "apache/kafka" and re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin a release"
+    env = {name: compose_defaults(str(value)) for name, value in kafka["environment"].items()}
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert set(listeners) == set(protocols) and set(advertised) == set(listeners) - {controller}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka{listeners[controller]}"
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+    assert advertised["INTERNAL"] == "kafka" + listeners["INTERNAL"]  # the service's name, for qa-server
+    (mapping,) = kafka["ports"]
+    host, container = compose_defaults(mapping).split(":")
+    assert advertised["EXTERNAL"] == f"127.0.0.1:{host}" and listeners["EXTERNAL"] == f":{container}"
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"  # one broker
+    data = kafka["volumes"][0].split(":")
+    assert data[0] in compose()["volumes"] and data[1] == env["KAFKA_LOG_DIRS"]
+
+
 # -- Dockerfile ----------------------------------------------------------------------------------------
 
 
@@ -191,5 +214,5 @@ def test_the_healthcheck_probes_healthz_on_the_exposed_port() -> None:
 
 
 def test_healthz_is_a_route_of_the_server_and_needs_no_api_key() -> None:
-    server = pytest.importorskip("ragflow.server.app")
-    assert "/healthz" in server.OPEN_PATHS
+    state = pytest.importorskip("ragflow.server.state")  # OPEN_PATHS moved there with the API key roles
+    assert "/healthz" in state.OPEN_PATHS
