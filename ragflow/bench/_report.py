@@ -191,15 +191,17 @@ def stage_plot(result: FreshnessResult) -> str:
 
 
 def summary_table(results: Sequence[FreshnessResult]) -> str:
-    head = "".join(f'<th colspan="6">{_esc(r.label)}</th>' for r in results)
-    sub = "<th>n</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>timeouts</th>" * len(results)
+    head = "".join(f'<th colspan="7">{_esc(r.label)}</th>' for r in results)
+    sub = "<th>n</th><th>low</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>timeouts</th>" * len(
+        results
+    )
     rows = []
     for kind in _kinds(results):
         cells = ""
         for r in results:
             s = r.summary(kind)
             cells += (
-                f"<td>{s.count}</td><td>{ms(s.p50)}</td><td>{ms(s.p90)}</td><td>{ms(s.p99)}</td>"
+                f"<td>{s.count}</td><td>{ms(r.lower(kind))}</td><td>{ms(s.p50)}</td><td>{ms(s.p90)}</td><td>{ms(s.p99)}</td>"
                 f"<td>{ms(s.max)}</td><td>{r.timeouts(kind)}</td>"
             )
         rows.append(f"<tr><td>{_esc(kind)}</td>{cells}</tr>")
@@ -222,7 +224,9 @@ def html_report(results: Sequence[FreshnessResult]) -> str:
 <body><h1>{_esc(title)}</h1>
 <p>Freshness of a change: from the return of its write at the source to the first answer of the server's
 REST API that shows the new state (new text retrievable, old text and deleted documents gone).
-Each value is an upper bound; the true value lies within the resolution shown below.</p>
+Each value is an upper bound; <em>low</em> is the p50 of when the last answer that did not show the change
+was asked, so the true value lies between. In the stage breakdown each bar runs from the previous stage
+to the one it names.</p>
 <h2>Freshness per kind</h2>{summary_table(results)}
 <h2>Freshness CDF per kind</h2>{_legend(results)}{"".join(cdf_plot(results, k) for k in _kinds(results))}
 <h2>Timeline</h2>{"".join(timeline_plot(r) for r in results)}

@@ -64,8 +64,8 @@ def run_figures(result: FreshnessResult) -> list[str]:
         text += ")"
         if "startup_s" in initial:
             text += (
-                f"; the server answered {initial['startup_s']:.2f} s after its start, "
-                f"ready {initial.get('ready_s', math.nan):.2f} s"
+                f"; from the server's start, which answered after {initial['startup_s']:.2f} s and was "
+                f"ready after {initial.get('ready_s', math.nan):.2f} s"
             )
         lines.append(text)
     for burst in result.bursts:
