@@ -165,7 +165,7 @@ def test_ragflow_serve_over_https_answers_a_key_and_refuses_none(tmp_path: Path)
         try:
             wait_until_ready(url, process, cert)
             keyed = {"Authorization": f"Bearer {READER_KEY}"}
-            query = {"query": "lantern", "k": 1}
+            query: dict[str, str | int] = {"query": "lantern", "k": 1}
             hits = requests.post(
                 url + "/v1/retrieve", json=query, headers=keyed, verify=str(cert), timeout=10
             )
