@@ -5,9 +5,11 @@ raise ``ragflow.errors.LLMError`` (re-exported here)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -258,6 +260,17 @@ class Answerer:
             )
         return hits, self._deltas(chunks, name)
 
+    async def aanswer(self, question: str, **options: Any) -> Answer:
+        """``answer`` (same keyword arguments) without blocking the event loop: retrieval and the LLM call
+        run on a worker thread."""
+        return await asyncio.to_thread(functools.partial(self.answer, question, **options))
+
+    async def astream(self, question: str, **options: Any) -> tuple[list[Hit], AsyncIterator[str]]:
+        """``stream`` (same keyword arguments) without blocking the event loop: the sources, and the
+        answer's text as it is generated, each piece read from the LLM on a worker thread."""
+        hits, pieces = await asyncio.to_thread(functools.partial(self.stream, question, **options))
+        return hits, _off_loop(pieces)
+
     def citations(self, text: str, hits: Sequence[Hit]) -> tuple[Citation, ...]:
         """The sources ``text`` cites as ``[n]``; all of them if it cites none (and none if it is
         ``NO_ANSWER``)."""
@@ -418,6 +431,11 @@ def extractive_answer(question: str, hits: Sequence[Hit], max_sentences: int = 3
     numbers = sorted({rank + 1 for _, rank, _, _ in best})
     citations = tuple(Citation.of(n, hits[n - 1]) for n in numbers)
     return Answer("\n".join([EXTRACTIVE_LABEL, *lines]), citations, tuple(hits), True, True, None)
+
+
+async def _off_loop(pieces: Iterator[str]) -> AsyncIterator[str]:
+    while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+        yield piece
 
 
 def _pieces(text: str) -> Iterator[str]:
