@@ -269,6 +269,51 @@ def test_retrieve_filters_inside_the_search_and_reports_freshness(tmp_path: Path
         assert all(d.indexed_at >= d.seen_at - 1 for d in docs if d.indexed_at and d.seen_at)
 
 
+class GatedEmbedder(HashingEmbedder):
+    """Embeds a text that says "slow" only once ``gate`` is set, holding up the epoch it is in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def embed(self, texts: Any) -> Any:
+        if any("slow" in text for text in texts):
+            self.waiting.set()
+            self.gate.wait(30)
+        return super().embed(texts)
+
+
+def test_filtered_statistics_keep_counting_a_document_while_it_is_re_indexed(tmp_path: Path) -> None:
+    for name in ("team/a.md", "team/b.md", "other/c.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"{name}: the first version.")
+    embedder = GatedEmbedder()
+    with DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=embedder) as store:
+        assert store.wait_until_fresh(30)
+        team = store.statistics(filepath_globpattern="**/team/**")
+        assert (team["file_count"], store.statistics()["file_count"]) == (2, 3)
+        (tmp_path / "other/c.md").write_text("A slow change holds up its epoch.")
+        assert embedder.waiting.wait(15)
+        (tmp_path / "team/a.md").write_text("team/a.md: the second version.")
+        assert eventually(lambda: {d.doc_id: d.status for d in store.documents()}["team/a.md"] == "INGESTED")
+        during = store.statistics(filepath_globpattern="**/team/**")
+        assert (during["file_count"], store.statistics()["file_count"]) == (2, 3)  # a.md is still searchable
+        assert during["last_indexed"] == team["last_indexed"]
+        assert store.statistics("path == 'nowhere'") == {
+            "file_count": 0,
+            "last_modified": None,
+            "last_indexed": None,
+        }
+        embedder.gate.set()
+        assert eventually(
+            lambda: store.wait_until_fresh(0) and all(d.status == "INDEXED" for d in store.documents())
+        )
+        after = store.statistics(filepath_globpattern="**/team/**")
+        assert after["file_count"] == 2 and after["last_indexed"] is not None
+        assert after["last_indexed"] >= (team["last_indexed"] or 0)
+
+
 @pytest.mark.model
 def test_the_real_model_finds_the_document_about_the_query(tmp_path: Path) -> None:
     (tmp_path / "cooking.md").write_text("# Bread\n\nKnead the dough, let it rise for an hour, then bake it.")

@@ -238,10 +238,16 @@ class DocumentStore(AsyncStoreMethods):
         vector = self.query_embedder.embed([query])[0]
         return self.index.search(vector, k, predicate)
 
-    def statistics(self) -> dict[str, int | None]:
+    def statistics(
+        self, metadata_filter: str | None = None, filepath_globpattern: str | None = None
+    ) -> dict[str, int | None]:
         """``file_count`` (documents indexed), ``last_modified`` (newest ``modified_at``) and
-        ``last_indexed`` (when the latest change became searchable), in Unix seconds."""
-        return self._reports.statistics()
+        ``last_indexed`` (when the latest change became searchable), in Unix seconds.
+
+        With a filter, of the documents whose searchable version passes it (as ``retrieve`` sees them:
+        a document being re-indexed counts by the metadata it is searchable with until its new version
+        is), and ``last_indexed`` is when the latest of them became searchable."""
+        return self._reports.statistics(compile_filter(metadata_filter, filepath_globpattern))
 
     def documents(self) -> list[DocumentStatus]:
         """Every document the sources currently hold, indexed or not, sorted by id."""

@@ -98,16 +98,26 @@ class StoreReports:
         self._engine = engine
         self._owners_memo: tuple[tuple[frozenset[int], int], dict[int, tuple[str, str]]] | None = None
 
-    def statistics(self) -> dict[str, int | None]:
-        """See ``DocumentStore.statistics``."""
+    def statistics(self, predicate: MetadataFilter | None = None) -> dict[str, int | None]:
+        """See ``DocumentStore.statistics``; ``predicate``: its filters, compiled."""
         table = self._table
         with table.lock:
-            docs = [d for d in table.docs.values() if d.outcome.error is None]
-            modified = [int(m) for d in docs if (m := d.row.metadata.get("modified_at")) is not None]
+            docs = {
+                doc_id: doc
+                for doc_id, doc in table.docs.items()
+                if doc.outcome.error is None and (predicate is None or predicate(doc.row.metadata))
+            }
+            modified = [int(m) for d in docs.values() if (m := d.row.metadata.get("modified_at")) is not None]
+            if predicate is None:
+                last = table.last_indexed  # deletions count too: the index changed then
+            else:
+                last = max(
+                    (t for doc_id in docs if (t := table.indexed_at.get(doc_id)) is not None), default=None
+                )
             return {
                 "file_count": len(docs),
                 "last_modified": max(modified) if modified else None,
-                "last_indexed": int(table.last_indexed) if table.last_indexed is not None else None,
+                "last_indexed": int(last) if last is not None else None,
             }
 
     def documents(self) -> list[DocumentStatus]:
