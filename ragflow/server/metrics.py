@@ -24,6 +24,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ragflow.embedders import embedder_stats
+
 if TYPE_CHECKING:
     from ragflow.engine import EpochReport
     from ragflow.sources import SourceSample
@@ -71,6 +73,18 @@ class ServerMetrics:
         self.embed_rate = Gauge(
             "ragflow_embed_rate_chunks_per_second",
             f"Chunks embedded per second over {_RATE_WINDOW_S:g} s",
+            registry=r,
+        )
+        self.embedder = Gauge(
+            "ragflow_embedder_info",
+            "How the embedding model runs (1): device, precision of a full batch and of one text",
+            ["device", "precision", "single_precision"],
+            registry=r,
+        )
+        self.embedder_batch = Gauge("ragflow_embedder_batch_size", "Texts per forward pass", registry=r)
+        self.embedder_rate = Gauge(
+            "ragflow_embedder_chunks_per_second",
+            "Chunks per second inside the indexing model since start (its own time only)",
             registry=r,
         )
         self.epochs = Counter("ragflow_epochs", "Epochs processed", registry=r)
@@ -138,12 +152,23 @@ class ServerMetrics:
         self.embedded.set(stats["computed"])
         self.cache_hits.set(stats["cache_hits"])
         self.embed_rate.set(self._rate(stats["computed"]))
+        self._describe_embedder()
         persistence = self.store.persistence_stats()
         if persistence is not None:
             self.last_checkpoint.set(persistence["last_checkpoint"] or 0)
             self.checkpoint_pending.set(persistence["pending_documents"])
             self.checkpoint_failures.set(persistence["failures"])
         return generate_latest(self.registry)
+
+    def _describe_embedder(self) -> None:
+        described = embedder_stats(self.store.embedder)
+        if not described.get("device"):
+            return
+        labels = (described["device"], described["precision"], described["single_precision"])
+        self.embedder.clear()
+        self.embedder.labels(*labels).set(1)
+        self.embedder_batch.set(described["batch_size"])
+        self.embedder_rate.set(described["texts_per_second"])
 
     def _on_epoch(self, report: EpochReport) -> None:
         self.epochs.inc()

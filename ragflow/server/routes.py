@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ragflow.answer import Answerer, Citation, LLMError
 from ragflow.documents import DocumentChange, Hit
+from ragflow.embedders import embedder_stats
 from ragflow.sources import SourceSample
 from ragflow.store import DocumentStore, SourceReport
 
@@ -184,8 +185,11 @@ async def statistics(request: Request) -> Response:
     await parameters(request, s.StatisticsRequest)
     store, scope = state_of(request).store, _scope(request)
     if scope is not None:
-        return _json(scoped_statistics(await run_in_threadpool(store.documents), scope))
-    return _json(await run_in_threadpool(store.statistics))
+        counts = scoped_statistics(await run_in_threadpool(store.documents), scope)
+    else:
+        counts = await run_in_threadpool(store.statistics)
+    embedder = embedder_stats(store.embedder)  # beyond Pathway's fields, and only where there is one
+    return _json({**counts, "embedder": embedder} if embedder else counts)
 
 
 async def inputs(request: Request) -> Response:
@@ -284,21 +288,41 @@ async def models(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     failure = state_of(request).store.engine.failure
     if failure is not None:
+        if _keyless(request):
+            return error_response(503, f"the indexing engine stopped {_KEY_SHOWS}", "failed")
         return error_response(
             503, f"the indexing engine stopped: {type(failure).__name__}: {failure}", "failed"
         )
     return _json({"status": "ok"})
 
 
+_KEY_SHOWS = "(a request with an API key is told why)"
+
+
+def _keyless(request: Request) -> bool:
+    """Whether ``request`` came without a valid key to a server that has keys: such a caller of the open
+    health checks learns the state, never document counts or an error's text (which can name documents)."""
+    return bool(state_of(request).keys) and caller_of(request) is None
+
+
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     if await run_in_threadpool(state.ready):
         return _json({"status": "ready"})
+    if _keyless(request):
+        if state.store.engine.failure is not None or state.warmup.error is not None:
+            return error_response(503, f"not ready: indexing failed {_KEY_SHOWS}", "failed")
+        return error_response(503, "not ready yet (a request with an API key is told how far)", "not_ready")
     failure = state.store.engine.failure
     if failure is not None:
         return error_response(
             503, f"the indexing engine stopped: {type(failure).__name__}: {failure}", "failed"
         )
+    warmup = state.warmup
+    if warmup.error is not None:
+        return error_response(503, f"the query embedder could not load: {warmup.error}", "failed")
+    if state.store.wait_until_fresh(0):
+        return error_response(503, "not ready: loading the query embedding model", "not_ready")
     progress = state.store.progress()
     eta = f", about {progress.eta:.0f} s left" if progress.eta is not None else ""
     snapshot = "" if progress.snapshot_complete else "; the sources are still listing their documents"

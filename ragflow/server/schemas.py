@@ -60,6 +60,11 @@ class StatisticsResponse(BaseModel):
     file_count: int = Field(description="Documents indexed")
     last_modified: int | None = Field(description="Newest modified_at among them (Unix seconds)")
     last_indexed: int | None = Field(description="When the latest change became searchable (Unix seconds)")
+    embedder: dict[str, Any] | None = Field(
+        None,
+        description="How the local model runs: device, precision (of a full batch), single_precision, "
+        "batch_size, texts_embedded, embed_seconds, texts_per_second (absent for remote embedders)",
+    )
 
 
 class InputsRequest(BaseModel):

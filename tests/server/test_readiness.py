@@ -55,7 +55,9 @@ def test_readyz_stays_not_ready_until_the_query_model_is_loaded(tmp_path: Path) 
         try:
             assert store.wait_until_fresh(30)  # the snapshot is searchable...
             time.sleep(0.2)
-            assert readyz(url).status_code == 503  # ...but the query model is still loading
+            response = readyz(url)  # ...but the query model is still loading
+            assert response.status_code == 503 and response.json()["error"]["type"] == "not_ready"
+            assert "loading the query embedding model" in response.json()["error"]["message"]
             assert embedder.loads == 1  # loading began with the server, not with the first query
             release.set()
             assert until_ready(url) == 200
@@ -75,7 +77,9 @@ def test_a_query_model_that_cannot_load_keeps_the_server_not_ready(tmp_path: Pat
         try:
             assert store.wait_until_fresh(30)
             time.sleep(0.2)
-            assert readyz(url).status_code == 503
+            response = readyz(url)
+            assert response.status_code == 503 and response.json()["error"]["type"] == "failed"
+            assert "the query embedder could not load: weights missing" in response.json()["error"]["message"]
         finally:
             store.stop()
 
