@@ -2,16 +2,29 @@
 own ``remove_ids``, and search latency with and without a metadata filter, printed as Markdown.
 
 Run: ``.venv/bin/python -m apps.bench.index [--sizes 10000,100000,1000000]``.
+
+With ``--scale``: the configurations (exact ``flat``, the default ``auto``, ``auto`` with compact ``sq8``
+vectors) compared at each size on real embeddings (the PostgreSQL manual, embedded once and replicated with
+small perturbations) and synthetic clustered ones: search latency and recall@10 against brute force, with
+and without a 1% filter, the apply of one edited document, memory, and a restart (save, then load in a fresh
+process and search at once). ``.venv/bin/python -m apps.bench.index --scale --sizes 100000,1000000``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -23,6 +36,8 @@ from ragflow.indexers.faiss import FaissIndex
 
 CHUNKS_PER_DOC = 10
 BUILD_BATCH = 100_000
+IntArray = npt.NDArray[np.int64]
+FloatArrayOpt = npt.NDArray[np.float32] | None
 
 
 @dataclass
@@ -67,6 +82,52 @@ def timed_ms(action: Callable[[], object]) -> float:
 
 def percentiles(samples: list[float], *qs: float) -> tuple[float, ...]:
     return tuple(float(np.percentile(samples, q)) for q in qs)
+
+
+POSTGRES_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
+"""Debian's postgresql-doc-15: real prose that nobody here wrote, embedded as the real corpus."""
+
+
+def real_vectors(count: int, cache: Path) -> npt.NDArray[np.float32]:
+    """``count`` all-MiniLM-L6-v2 embeddings of ~100-word chunks of the PostgreSQL manual, cached in
+    ``cache`` (embedding them takes minutes on 2 cores)."""
+    if cache.exists():
+        vectors = np.load(cache)
+        if len(vectors) >= count:
+            return np.ascontiguousarray(vectors[:count])
+    texts: list[str] = []
+    for page in sorted(POSTGRES_DOCS.glob("*.html")):
+        words = re.sub(r"<[^>]+>|&[a-z]+;", " ", page.read_text(errors="ignore")).split()
+        texts += [" ".join(words[i : i + 100]) for i in range(0, len(words) - 50, 100)]
+        if len(texts) >= count:
+            break
+    if len(texts) < count:
+        raise SystemExit(f"only {len(texts)} chunks in {POSTGRES_DOCS}: apt-get install postgresql-doc-15")
+    from ragflow.embedders.local import LocalEmbedder
+
+    model = LocalEmbedder()
+    vectors = np.concatenate([model.embed(texts[i : i + 8]) for i in range(0, count, 8)])
+    np.save(cache, vectors)
+    return vectors
+
+
+def scale_vectors(
+    kind: str, n: int, dim: int, rng: np.random.Generator, base: npt.NDArray[np.float32] | None
+) -> npt.NDArray[np.float32]:
+    """``n`` unit vectors: ``real`` = the real embeddings replicated with small perturbations (each copy a
+    real chunk plus 0.3 x another one plus noise of norm ~0.2, so that copies are not near-duplicates of one
+    another), ``clustered`` = 1,000 random centres with noise, ``random`` = i.i.d. Gaussian."""
+    if kind == "random":
+        return unit_vectors(rng, n, dim)
+    if kind == "real":
+        assert base is not None
+        x = base[rng.integers(0, len(base), n)] + 0.3 * base[rng.integers(0, len(base), n)]
+        x += rng.standard_normal((n, dim), dtype=np.float32) * np.float32(0.2 / np.sqrt(dim))
+    else:
+        centres = np.random.default_rng(12345).standard_normal((1000, dim), dtype=np.float32)
+        x = centres[rng.integers(0, 1000, n)] + 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
 
 
 def run(size: int, dim: int, applies: int, searches: int, seed: int) -> Result:
@@ -139,6 +200,210 @@ def run(size: int, dim: int, applies: int, searches: int, seed: int) -> Result:
     )
 
 
+SCALE_CONFIGS: dict[str, dict[str, object]] = {
+    "flat": {"kind": "flat"},
+    "auto": {},
+    "auto+sq8": {"vectors": "sq8"},
+}
+"""Configurations the scale benchmark compares: exact, the defaults, the defaults with compact vectors."""
+SCALE_FILTER = "bucket == `0`"
+"""Matches 1% of documents."""
+
+
+@dataclass
+class ScaleResult:
+    size: int
+    data: str
+    config: str
+    build_s: float
+    graphs_s: float
+    search_ms: tuple[float, float]
+    recall: float
+    filtered_ms: tuple[float, float]
+    filtered_recall: float
+    apply_ms: float
+    memory_mb: float
+    rss_mb: float
+    save_s: float
+    file_mb: float
+    restart: dict[str, float]
+
+
+def exact_top10(data: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], rows: IntArray) -> IntArray:
+    """Ids (= rows) of the exact top-10 of each query among ``rows`` of ``data``, by brute force."""
+    best = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+    ids = np.zeros((len(queries), 10), dtype=np.int64)
+    for start in range(0, len(rows), 200_000):
+        part = rows[start : start + 200_000]
+        scores = queries @ data[part].T
+        top = np.argpartition(-scores, 9, axis=1)[:, :10]
+        both = np.concatenate([best, np.take_along_axis(scores, top, axis=1)], axis=1)
+        both_ids = np.concatenate([ids, part[top]], axis=1)
+        keep = np.argsort(-both, axis=1)[:, :10]
+        best, ids = np.take_along_axis(both, keep, axis=1), np.take_along_axis(both_ids, keep, axis=1)
+    return ids
+
+
+def recall(found: list[list[int]], truth: IntArray) -> float:
+    return float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+def scale_metadata(doc: int) -> dict[str, object]:
+    return {"path": f"docs/{doc // 1000}/{doc}.txt", "doc": doc, "bucket": doc % 100}
+
+
+def run_scale(
+    size: int, data_kind: str, config: str, searches: int, seed: int, workdir: Path, base: FloatArrayOpt
+) -> ScaleResult:
+    rng = np.random.default_rng(seed)
+    data = scale_vectors(data_kind, size, 384, rng, base)
+    queries = scale_vectors(data_kind, searches, 384, np.random.default_rng(seed + 1), base)
+    docs = np.arange(size) // CHUNKS_PER_DOC
+    truth = exact_top10(data, queries, np.arange(size))
+    np.save(workdir / "queries.npy", queries)
+    np.save(workdir / "truth.npy", truth)
+    path = workdir / f"index-{config}-{size}.bin"
+    measured = measure_index(data, queries, config, path, rng)
+    found, found_filtered = measured.pop("found"), measured.pop("found_filtered")
+    truth_filtered = exact_top10(data, queries, np.flatnonzero(docs % 100 == 0))
+    del data  # the restarted process below should not compete with this one for memory
+    restart = restart_probe(path, config, workdir)
+    result = ScaleResult(
+        size=size,
+        data=data_kind,
+        config=config,
+        build_s=measured["build_s"],
+        graphs_s=measured["graphs_s"],
+        search_ms=measured["search_ms"],
+        recall=recall(found, truth),
+        filtered_ms=measured["filtered_ms"],
+        filtered_recall=recall(found_filtered, truth_filtered),
+        apply_ms=measured["apply_ms"],
+        memory_mb=measured["memory_mb"],
+        rss_mb=measured["rss_mb"],
+        save_s=measured["save_s"],
+        file_mb=path.stat().st_size / 2**20,
+        restart=restart,
+    )
+    path.unlink()
+    return result
+
+
+def measure_index(
+    data: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    config: str,
+    path: Path,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Build an index of ``config`` over ``data`` (ids = rows), time its searches and edits, save it to
+    ``path``; the index is released on return."""
+    size = len(data)
+    metas = [scale_metadata(doc) for doc in range(size // CHUNKS_PER_DOC + 1)]
+    rss_before = rss_mb()
+    index = FaissIndex(data.shape[1], **SCALE_CONFIGS[config])  # type: ignore[arg-type]
+    began = time.perf_counter()
+    for start in range(0, size, BUILD_BATCH):
+        stop = min(size, start + BUILD_BATCH)
+        batch = [
+            VectorRecord(i, data[i], f"chunk {i}", metas[i // CHUNKS_PER_DOC]) for i in range(start, stop)
+        ]
+        index.apply(batch, [])
+    build_s = time.perf_counter() - began
+    index.wait_for_graphs()
+    graphs_s = time.perf_counter() - began - build_s
+    predicate = compile_filter(SCALE_FILTER, None)
+    index.search(queries[0], 10, predicate)  # evaluates the filter once per document
+    found: list[list[int]] = []
+    found_filtered: list[list[int]] = []
+
+    def search(query: npt.NDArray[np.float32], into: list[list[int]], filtered: bool) -> None:
+        into.append([h.id for h in index.search(query, 10, predicate if filtered else None)])
+
+    plain = [timed_ms(lambda: search(q, found, False)) for q in queries]  # noqa: B023
+    filtered = [timed_ms(lambda: search(q, found_filtered, True)) for q in queries]  # noqa: B023
+    rss = rss_mb() - rss_before
+    edits = []
+    for j in range(30):
+        doc = int(rng.integers(size // CHUNKS_PER_DOC))
+        old = range(doc * CHUNKS_PER_DOC, (doc + 1) * CHUNKS_PER_DOC)
+        new = range(size + CHUNKS_PER_DOC * j, size + CHUNKS_PER_DOC * (j + 1))
+        upserts = [VectorRecord(i, data[o], f"chunk {i}", metas[doc]) for i, o in zip(new, old, strict=True)]
+        edits.append(timed_ms(lambda: index.apply(upserts, old)))  # noqa: B023
+        index.apply([VectorRecord(o, data[o], f"chunk {o}", metas[doc]) for o in old], new)  # undo
+    save_s = timed_ms(lambda: index.save(str(path))) / 1e3
+    memory_mb = index.stats().memory_bytes / 2**20
+    index.close()
+    return {
+        "found": found,
+        "found_filtered": found_filtered,
+        "build_s": build_s,
+        "graphs_s": graphs_s,
+        "search_ms": percentiles(plain, 50, 99),
+        "filtered_ms": percentiles(filtered, 50, 99),
+        "apply_ms": float(np.median(edits)),
+        "memory_mb": memory_mb,
+        "rss_mb": rss,
+        "save_s": save_s,
+    }
+
+
+def restart_probe(path: Path, config: str, workdir: Path) -> dict[str, float]:
+    """Load a saved index in a fresh process (so that its RSS is the loaded index's) and time it."""
+    command = [sys.executable, "-m", "apps.bench.index", "--probe", str(path), "--probe-config", config]
+    command += ["--probe-dir", str(workdir)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    parsed: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return parsed
+
+
+def probe(path: str, config: str, workdir: Path) -> None:
+    """The restarted process: load, then search at once, as a restarted server would."""
+    rss_start = rss_mb()
+    began = time.perf_counter()
+    index = FaissIndex(384, **SCALE_CONFIGS[config])  # type: ignore[arg-type]
+    index.load(path)
+    load_s = time.perf_counter() - began
+    stats = index.stats()
+    queries, truth = np.load(workdir / "queries.npy"), np.load(workdir / "truth.npy")
+    found: list[list[int]] = []
+    times = [timed_ms(lambda: found.append([h.id for h in index.search(q, 10)])) for q in queries]  # noqa: B023
+    report = {
+        "load_s": load_s,
+        "graphs_pending": stats.graphs_pending,
+        "first_ms": times[0],
+        "p50_ms": float(np.median(times)),
+        "recall": recall(found, truth),
+        "rss_mb": rss_mb(),
+        "rss_growth_mb": rss_mb() - rss_start,
+    }
+    index.close()
+    print(json.dumps(report))
+
+
+def scale_markdown(results: list[ScaleResult], searches: int) -> str:
+    lines = [
+        f"faiss {faiss.__version__}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; dim 384, "
+        f"{searches} single queries per row, top-10; recall@10 against brute force in the same run; "
+        f"filter `{SCALE_FILTER}` matches 1% of documents.",
+        "",
+        "| vectors | data | config | search p50 | p99 | recall@10 | 1% filter p50 | p99 | recall@10 "
+        "| edit apply p50 | applies s | graphs after s | index MiB | RSS growth MiB | save s | file MiB "
+        "| restart: load s | first query ms | p50 | recall@10 | RSS MiB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        p = r.restart
+        lines.append(
+            f"| {r.size:,} | {r.data} | {r.config} | {r.search_ms[0]:.2f} | {r.search_ms[1]:.2f} "
+            f"| {r.recall:.3f} | {r.filtered_ms[0]:.2f} | {r.filtered_ms[1]:.2f} | {r.filtered_recall:.3f} "
+            f"| {r.apply_ms:.2f} | {r.build_s:.0f} | {r.graphs_s:.0f} | {r.memory_mb:.0f} | {r.rss_mb:.0f} "
+            f"| {r.save_s:.1f} | {r.file_mb:.0f} | {p['load_s']:.1f} | {p['first_ms']:.1f} "
+            f"| {p['p50_ms']:.2f} | {p['recall']:.3f} | {p['rss_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(results: list[Result], dim: int, applies: int, searches: int) -> str:
     lines = [
         f"faiss {faiss.__version__}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
@@ -187,13 +452,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--applies", type=int, default=50)
     parser.add_argument("--searches", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", action="store_true", help="compare index configurations at scale instead")
+    parser.add_argument("--configs", default=",".join(SCALE_CONFIGS), help="with --scale: configurations")
+    parser.add_argument("--data", default="real,clustered", help="with --scale: real, clustered, random")
+    parser.add_argument(
+        "--real-chunks", type=int, default=4000, help="real chunks embedded (then replicated)"
+    )
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-config", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        probe(args.probe, args.probe_config, Path(args.probe_dir))
+        return
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    if args.scale:
+        main_scale(args, sizes)
+        return
     results = []
     for size in sizes:
         print(f"... {size:,} vectors", flush=True)
         results.append(run(size, args.dim, args.applies, args.searches, args.seed))
     print(markdown(results, args.dim, args.applies, args.searches))
+
+
+def main_scale(args: argparse.Namespace, sizes: list[int]) -> None:
+    kinds = args.data.split(",")
+    base = None
+    if "real" in kinds:
+        base = real_vectors(
+            args.real_chunks, Path(tempfile.gettempdir()) / f"ragflow-bench-real-{args.real_chunks}.npy"
+        )
+    scale_results = []
+    with tempfile.TemporaryDirectory(prefix="ragflow-bench-index-") as workdir:
+        for size in sizes:
+            for data_kind in kinds:
+                for config in args.configs.split(","):
+                    print(f"... {size:,} {data_kind} vectors, {config}", flush=True)
+                    result = run_scale(size, data_kind, config, args.searches, args.seed, Path(workdir), base)
+                    scale_results.append(result)
+                    print(scale_markdown([result], args.searches).splitlines()[-1], flush=True)
+    print(scale_markdown(scale_results, args.searches))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ class Block:
     codes: Any = None
     """Set with a graph over compact codes: the graph's ``IndexScalarQuantizer`` storage; candidates it
     finds are re-ranked with ``vectors``, which for a full compact block is a read-only memory map."""
+    stem: str | None = None
+    """The name (without suffix) of this full block's files: its compact rows, its saved graph."""
 
     @property
     def capacity(self) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -100,9 +99,9 @@ class VectorFiles:
             os.makedirs(directory, exist_ok=True)
             self.directory = directory
 
-    def spill(self, block: Block) -> FloatArray:
-        """Write ``block``'s rows to a new file and map it; the file goes when :meth:`drop` is called."""
-        path = os.path.join(self.directory, f"block-{block.number}-{uuid.uuid4().hex}.f32")
+    def spill(self, block: Block, stem: str) -> FloatArray:
+        """Write ``block``'s rows to ``stem.f32`` and map it; the file goes when :meth:`drop` is called."""
+        path = os.path.join(self.directory, stem + ".f32")
         block.vectors.tofile(path)
         mapped: FloatArray = np.memmap(path, dtype=np.float32, mode="r", shape=block.vectors.shape)
         return mapped

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._blocks import BlockView
 from ._compact import VectorFiles, VectorFormat, new_graph, one_thread
+from ._graph_files import new_stem
 
 # The package's name, as when the index was one module: logging configuration keeps applying.
 _log = logging.getLogger(__package__)
@@ -132,7 +133,9 @@ class GraphBuilder:
         full = used == self.block_size
         if full and self.vectors != "float32" and not isinstance(block.vectors, np.memmap):
             # A full block's rows never change: the mapped copy holds the same values for every reader.
-            block.vectors = self._files().spill(block)
+            if block.stem is None:
+                block.stem = new_stem()
+            block.vectors = self._files().spill(block, block.stem)
         if not self._wants_graph():
             return
         graph = block.hnsw

@@ -3,6 +3,8 @@ search and HNSW graph building into one :class:`~ragflow.documents.VectorIndex`.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,13 +16,16 @@ import numpy.typing as npt
 from ragflow.documents import Hit, VectorRecord
 from ragflow.errors import ConfigError, IndexStoreError
 
-from ._blocks import ROW_MASK, BlockView, Snapshot
+from ._blocks import ROW_MASK, Block, BlockView, Snapshot
 from ._compact import VECTOR_FORMATS, VectorFiles, VectorFormat, flat_rows, graph_storage
 from ._files import load_snapshot, save_snapshot
+from ._graph_files import delete_graph, new_stem, read_graphs, write_graph
 from ._graphs import GraphBuilder, covered_rows
 from ._groups import MetadataGroups
 from ._search import FilterMatches, Predicate, SearchSettings, search_snapshot
 from ._transactions import BlockWriter, Transaction, checked_id, prepare_upserts
+
+_log = logging.getLogger(__package__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,9 @@ class FaissIndex:
         rerank: compact blocks only: candidates taken from the codes per hit wanted, then re-ranked.
         vector_dir: compact blocks only: the folder for their full-precision rows (default: a temporary
             folder, removed with the index).
+        graph_dir: a folder where each full block's graph is kept once built (with its compact rows), so
+            that a new index on it, refilled by a store's restore, adopts the graphs instead of rebuilding
+            them: its rows come back when an upsert brings the same id and vector. Not with ``flat``.
 
     Vectors are L2-normalised on the way in, so ``dist`` is the cosine distance whatever the input
     scale. An apply is atomic for readers, deletes go before upserts (an id in both ends up present
@@ -116,6 +124,7 @@ class FaissIndex:
         vectors: Literal["float32", "float16", "sq8"] = "float32",
         rerank: int = 4,
         vector_dir: str | None = None,
+        graph_dir: str | None = None,
     ) -> None:
         if dim <= 0:
             raise ConfigError(f"FaissIndex dim must be positive, got {dim}")
@@ -167,6 +176,9 @@ class FaissIndex:
             self._vector_files,
         )
         self._snapshot = Snapshot((), self._groups.values, 0, 0)
+        self.graph_dir = graph_dir if kind != "flat" else None
+        if self.graph_dir is not None:
+            self._adopt_saved_graphs()
 
     # ----------------------------------------------------------------------------------- writes
 
@@ -184,10 +196,20 @@ class FaissIndex:
             before = self._snapshot
             txn = Transaction(before.views)
             groups.drop(writer.kill(txn, delete_ids))
+            revived = None
             if len(prepared.ids):
                 groups.drop(writer.kill(txn, prepared.ids.tolist()))
                 gids = groups.intern(prepared.keys, prepared.metadata)
-                writer.append(txn, prepared.vectors, prepared.ids, gids, prepared.texts)
+                revived = writer.revive(txn, prepared.vectors, prepared.ids, gids, prepared.texts)
+                if revived is None:
+                    writer.append(txn, prepared.vectors, prepared.ids, gids, prepared.texts)
+                else:
+                    rest = np.flatnonzero(~revived)
+                    texts = [prepared.texts[i] for i in rest.tolist()]
+                    writer.append(txn, prepared.vectors[rest], prepared.ids[rest], gids[rest], texts)
+            if writer.dormant and (delete_ids or (len(prepared.ids) and revived is None)):
+                # A restore revives rows batch after batch; a delete or a batch reviving nothing ends it.
+                writer.end_adoption(txn)
             writer.compact(txn)
             groups.release_dead()
             self._snapshot = txn.commit(groups.values)
@@ -216,10 +238,35 @@ class FaissIndex:
                 return  # compacted away, or reloaded, while the graph was built
             block = view.block
             block.hnsw = graph
+            complete = view.used == self.block_size and graph.ntotal == self.block_size
             if self.vectors != "float32":
                 block.codes = graph_storage(graph)
-            elif view.used == self.block_size and graph.ntotal == self.block_size:
+            elif complete:
                 block.vectors = flat_rows(graph)  # the graph holds the same rows: one copy, not two
+            if complete and self.graph_dir is not None and block.stem is None:
+                block.stem = new_stem()
+        if complete and self.graph_dir is not None and block.stem is not None:
+            write_graph(self.graph_dir, block.stem, block)
+            if not self._is_stored(block):  # compacted away meanwhile: its files go too
+                delete_graph(self.graph_dir, block.stem)
+
+    def _is_stored(self, block: Block) -> bool:
+        return any(view.block is block for view in self._snapshot.views)
+
+    def _adopt_saved_graphs(self) -> None:
+        """Take the graph files of ``graph_dir`` as dormant blocks, for a restore to revive."""
+        assert self.graph_dir is not None
+        os.makedirs(self.graph_dir, exist_ok=True)
+        saved = read_graphs(self.graph_dir, self.block_size, self.dim, self.vectors)
+        if not saved:
+            return
+        txn = Transaction(())
+        for found in saved:
+            codes = graph_storage(found.graph) if self.vectors != "float32" else None
+            self._writer.adopt(txn, found.ids, found.vectors, found.graph, codes, found.stem)
+        self._snapshot = txn.commit(self._groups.values)
+        self._graphs_on = True
+        _log.info("adopted %d saved HNSW graphs from %s", len(saved), self.graph_dir)
 
     def _switch_on_graphs(self) -> None:
         """Turn graphs on when an ``auto`` index reaches its threshold (from then on every block is
@@ -239,17 +286,23 @@ class FaissIndex:
                 self._graphs.schedule(view)
 
     def _forget_dropped(self, before: Snapshot, txn: Transaction) -> None:
-        """Delete the vector files of compact blocks this apply compacted away."""
-        if self._files is None:
+        """Delete the files (compact rows, saved graph) of blocks this apply compacted away."""
+        if self._files is None and self.graph_dir is None:
             return
         kept = {id(view.block) for view in self._snapshot.views}
         for view in before.views:
-            if id(view.block) not in kept:
-                self._files.drop(view.block.vectors)
+            block = view.block
+            if id(block) in kept:
+                continue
+            if self._files is not None:
+                self._files.drop(block.vectors)
+            if self.graph_dir is not None and block.stem is not None:
+                delete_graph(self.graph_dir, block.stem)
 
     def _vector_files(self) -> VectorFiles:
         if self._files is None:
-            self._files = VectorFiles(self.vector_dir)
+            # With graph_dir, compact rows go beside their graphs: a restart needs both.
+            self._files = VectorFiles(self.graph_dir or self.vector_dir)
         return self._files
 
     # ------------------------------------------------------------------------------------ reads

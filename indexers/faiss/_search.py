@@ -112,7 +112,8 @@ class FilterMatches:
 
 def _allowed(view: BlockView, match: BoolArray) -> BitArray:
     """The live rows of ``view`` whose group passes the filter, as a packed bitmap."""
-    passing = np.packbits(match[view.block.gids[: view.used]], bitorder="little")
+    # "clip": a dead row's group id may be newer than this snapshot (a dormant row revived since).
+    passing = np.packbits(np.take(match, view.block.gids[: view.used], mode="clip"), bitorder="little")
     return passing & view.live[: len(passing)]
 
 

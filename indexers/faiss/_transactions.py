@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ragflow.documents import VectorRecord
 from ragflow.errors import IndexStoreError
@@ -32,6 +34,7 @@ from ._blocks import (
 from ._groups import metadata_key
 
 _NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
+BoolArray = npt.NDArray[np.bool_]
 
 
 class Draft:
@@ -137,6 +140,7 @@ class BlockWriter:
         self.block_size = block_size
         self.compact_fraction = compact_fraction
         self._id_to_slot: dict[int, int] = {}
+        self._dormant: dict[int, int] = {}
         self._next_block = 0
 
     def kill(self, txn: Transaction, ids: Iterable[int]) -> IntArray:
@@ -191,7 +195,10 @@ class BlockWriter:
             start += take
 
     def compact(self, txn: Transaction) -> None:
-        """Move the live rows of every touched full block that is mostly dead to the tail."""
+        """Move the live rows of every touched full block that is mostly dead to the tail (not while dormant
+        rows wait to be revived: their blocks look dead until then)."""
+        if self._dormant:
+            return
         for view in list(txn.views.values()):
             if (
                 isinstance(view, Draft)
@@ -219,6 +226,71 @@ class BlockWriter:
         """Map the chunk ids at ``rows`` of ``block`` to their slots (rows written other than by append)."""
         base = block.number << ROW_BITS
         self._id_to_slot.update(zip(block.ids[rows].tolist(), (base + rows).tolist(), strict=True))
+
+    @property
+    def dormant(self) -> int:
+        """Rows of adopted graph files not revived yet."""
+        return len(self._dormant)
+
+    def adopt(
+        self, txn: Transaction, ids: IntArray, vectors: FloatArray, graph: Any, codes: Any, stem: str
+    ) -> None:
+        """A full block from a graph file, every row dormant (dead) until :meth:`revive` brings it back."""
+        number = self._next_block
+        self._next_block += 1
+        rows = len(ids)
+        block = Block(number, vectors, ids, np.zeros(rows, dtype=np.int64), [""] * rows, graph, codes, stem)
+        txn.views[number] = Draft(block, rows, np.zeros(rows // 8, dtype=np.uint8), 0)
+        base = number << ROW_BITS
+        self._dormant.update(zip(ids.tolist(), range(base, base + rows), strict=True))
+
+    def revive(
+        self,
+        txn: Transaction,
+        vectors: FloatArray,
+        ids: IntArray,
+        gids: IntArray,
+        texts: Sequence[StoredText],
+    ) -> BoolArray | None:
+        """Bring back dormant rows that upserts give the same id and the very same vector, in place (their
+        block's graph stays valid). A dormant row is written at most once and was never visible before,
+        so no published snapshot sees it change.
+
+        Returns:
+            Which upserts were revived (None: none), the others to be appended.
+        """
+        if not self._dormant:
+            return None
+        slots = np.fromiter((self._dormant.pop(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        hits = np.flatnonzero(slots >= 0)
+        if not len(hits):
+            return None
+        revived = np.zeros(len(ids), dtype=np.bool_)
+        numbers = slots[hits] >> ROW_BITS
+        for number in np.unique(numbers).tolist():
+            if number not in txn.views:
+                continue  # its block is gone (adoption had ended): those upserts are appended
+            mine = hits[numbers == number]
+            rows = slots[mine] & ROW_MASK
+            draft = txn.draft(number)
+            block = draft.block
+            same = np.all(np.asarray(block.vectors[rows]) == vectors[mine], axis=1)
+            mine, rows = mine[same], rows[same]
+            block.gids[rows] = gids[mine]
+            for upsert, row in zip(mine.tolist(), rows.tolist(), strict=True):
+                block.texts[row] = texts[upsert]
+            np.bitwise_or.at(draft.live, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
+            draft.n_live += len(rows)
+            self.register(block, rows)
+            revived[mine] = True
+        return revived if revived.any() else None
+
+    def end_adoption(self, txn: Transaction) -> None:
+        """Forget the dormant rows not revived and mark their mostly dead blocks for compaction."""
+        self._dormant.clear()
+        for number, view in list(txn.views.items()):
+            if view.used == self.block_size and view.used - view.n_live > self.compact_fraction * view.used:
+                txn.draft(number)
 
     def _tail(self, txn: Transaction) -> Draft:
         """The draft of the block to append to, with room for at least one row."""

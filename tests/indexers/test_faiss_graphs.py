@@ -206,3 +206,76 @@ def test_the_tail_graph_grows_with_the_tail_and_its_newest_rows_are_scored_exact
     index.apply(records(vectors[630:], list(range(630, 1000))), [])
     (view,) = index._snapshot.views
     assert view.block.hnsw.ntotal == 1000
+
+
+# ------------------------------------------------------------------- graphs kept across a store's restart
+
+
+def restore(index: FaissIndex, vectors: Vectors, chunk_ids: list[int], batch: int = 300) -> None:
+    """What a store's restore does: every saved chunk upserted again, in its own order, in batches."""
+    for start in range(0, len(chunk_ids), batch):
+        part = chunk_ids[start : start + batch]
+        index.apply(records(vectors[part], part), [])
+
+
+def test_graphs_in_graph_dir_are_adopted_by_a_restore_and_return_the_same_ids(tmp_path: Path) -> None:
+    vectors = unit_vectors(2048, 16, seed=52)
+    before = FaissIndex(16, kind="auto", hnsw_threshold=500, block_size=256, graph_dir=str(tmp_path))
+    try:
+        before.apply(records(vectors), [])
+        before.wait_for_graphs()
+    finally:
+        before.close()
+    assert len([n for n in os.listdir(tmp_path) if n.endswith(".graph")]) == 8  # one per full block
+    after = FaissIndex(16, kind="auto", hnsw_threshold=500, block_size=256, graph_dir=str(tmp_path))
+    try:
+        assert after.count() == 0 and after.search(vectors[0], 5) == []  # dormant: nothing visible yet
+        shuffled = np.random.default_rng(53).permutation(2048).tolist()
+        restore(after, vectors, shuffled)
+        stats = after.stats()
+        assert stats.count == 2048 and stats.blocks == 8 and stats.graphs_pending == 0  # nothing rebuilt
+        for query in unit_vectors(20, 16, seed=54):
+            assert ids(after, query) == ids(before, query)
+        assert after.search(vectors[7], 1)[0].text == "text 7"
+    finally:
+        after.close()
+
+
+def test_rows_not_restored_never_come_back_and_their_blocks_are_compacted(tmp_path: Path) -> None:
+    vectors = unit_vectors(2048, 16, seed=55)
+    before = FaissIndex(16, kind="hnsw", block_size=256, background=False, graph_dir=str(tmp_path))
+    before.apply(records(vectors), [])
+    after = FaissIndex(16, kind="hnsw", block_size=256, background=False, graph_dir=str(tmp_path))
+    gone = set(range(0, 512)) | set(range(1000, 1100))  # documents deleted while the index was down
+    changed = 1500  # a chunk whose vector changed while down: appended, not revived
+    kept = [i for i in range(2048) if i not in gone and i != changed]
+    restore(after, vectors, kept)
+    after.apply(records(unit_vectors(1, 16, seed=56), [changed]), [])  # revives nothing: adoption ends
+    assert after.count() == len(kept) + 1
+    for i in sorted(gone)[::25]:
+        assert after.search(vectors[i], 1)[0].id != i
+    assert ids(after, vectors[changed], 1) != [changed]  # the old vector of that chunk is not served
+    stats = after.stats()
+    assert stats.rows < 2048  # blocks 0 and 1 (all dead) were dropped, and their graph files with them
+    assert len([n for n in os.listdir(tmp_path) if n.endswith(".graph")]) == stats.blocks - 1
+
+
+def test_a_damaged_graph_file_is_reported_and_its_block_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    vectors = unit_vectors(1024, 16, seed=57)
+    FaissIndex(16, kind="hnsw", block_size=256, background=False, graph_dir=str(tmp_path)).apply(
+        records(vectors), []
+    )
+    victim = sorted(n for n in os.listdir(tmp_path) if n.endswith(".graph"))[0]
+    with open(tmp_path / victim, "r+b") as file:
+        file.seek(-100, os.SEEK_END)
+        file.write(b"\0" * 50)
+    with caplog.at_level(logging.WARNING, logger="ragflow.indexers.faiss"):
+        after = FaissIndex(16, kind="hnsw", block_size=256, background=False, graph_dir=str(tmp_path))
+    assert any(victim in r.message and "damaged" in r.message for r in caplog.records)
+    restore(after, vectors, list(range(1024)))
+    assert after.count() == 1024 and after.stats().graphs_pending == 0
+    model = dict(enumerate(vectors))
+    for query in unit_vectors(10, 16, seed=58):
+        assert len(set(ids(after, query)) & set(brute_force(model, query, 10))) >= 8
