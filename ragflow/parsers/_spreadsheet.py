@@ -21,8 +21,9 @@ __all__ = ["parse_xlsx"]
 
 _BLOCK_ROWS = 20
 """Rows per unit at most: a block is about one chunk, so its ``rows`` cite a row range that small."""
-_BLOCK_CHARS = 480
-"""Characters of rendered rows per unit at most: ~120 tokens, one chunk of the local model."""
+_BLOCK_CHARS = 320
+"""Characters of rendered rows per unit at most: 80-140 tokens (numbers and codes tokenize densely), about
+one chunk of the local model."""
 
 
 def parse_xlsx(data: bytes, metadata: Metadata, context: ParseContext) -> list[TextUnit]:

@@ -13,6 +13,7 @@ import requests
 
 from ragflow.cli import main
 from tests.parsers.builders import make_docx, make_eml, make_pptx, make_xlsx
+from tests.parsers.test_indexing import write
 from tests.server.conftest import Served, serving
 
 FILES = {
@@ -47,9 +48,7 @@ FILES = {
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("team")
-    for name, data in FILES.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
+    write(root, FILES)
     with serving(root, files={}) as served:
         yield served
 

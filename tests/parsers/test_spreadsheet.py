@@ -23,11 +23,18 @@ def test_xlsx_rows_are_header_value_pairs_cited_by_sheet_and_row_range() -> None
     assert units[1].text == "Name: Bob; Role: Keeper"
 
 
-def test_xlsx_big_sheets_come_in_blocks_of_rows() -> None:
-    rows = [["Id", "Item"]] + [[i, f"item {i}"] for i in range(1, 46)]
+def test_xlsx_big_sheets_come_in_blocks_of_at_most_20_rows() -> None:
+    rows = [["N"]] + [[i] for i in range(1, 46)]
     units = parse(make_xlsx({"Items": rows}), "items.xlsx")
     assert located(units, "rows") == [("2-21",), ("22-41",), ("42-46",)]
-    assert units[2].text.splitlines()[0] == "Id: 41; Item: item 41"
+    assert units[2].text.splitlines()[0] == "N: 41"
+
+
+def test_xlsx_blocks_of_long_rows_are_cut_sooner_to_stay_about_one_chunk() -> None:
+    rows = [["Id", "Memo"]] + [[i, "a long memo of the ledger entry " * 3] for i in range(1, 11)]
+    units = parse(make_xlsx({"Ledger": rows}), "ledger.xlsx")
+    assert located(units, "rows") == [("2-4",), ("5-7",), ("8-10",), ("11",)]
+    assert all(len(unit.text) < 400 for unit in units)
 
 
 def test_xlsx_formulas_give_their_cached_values() -> None:
