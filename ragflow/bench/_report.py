@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ._results import FreshnessResult
 from ._stats import Summary
-from ._table import _kinds, ms, run_figures, stage_medians
+from ._table import _kinds, ms, run_figures, stage_medians, stage_records
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 KIND_COLORS = {
@@ -168,9 +168,7 @@ def stage_plot(result: FreshnessResult) -> str:
             f"<p>{_esc(result.label)}: the server reports no per-document stage times "
             "(ragflow does through <code>/v1/inputs</code>), so there is no stage breakdown.</p>"
         )
-    fresh = Summary.of(
-        [r.fresh_s for r in result.records if r.phase == "single" and r.server and r.fresh_s is not None]
-    ).p50
+    fresh = Summary.of([r.fresh_s for r in stage_records(result) if r.fresh_s is not None]).p50
     bars = [*stages.items(), ("visible to the driver", fresh)]
     plot = _Plot(max(v for _, v in bars) * 1000, 1.0, "ms after the write (median)", "", y_ticks=False)
     row = (HEIGHT - PAD - 20) / max(1, len(bars))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ._results import FreshnessResult
+from ._results import ChangeRecord, FreshnessResult
 from ._stats import Summary, percentile
 
 
@@ -110,8 +110,10 @@ def run_figures(result: FreshnessResult) -> list[str]:
         )
     stages = stage_medians(result)
     if stages:
+        kinds = sorted({r.kind for r in stage_records(result)})
         lines.append(
-            "server view       median after the write: "
+            f"server view       median after the write, over the {len(stage_records(result))} changes "
+            f"({', '.join(kinds)}) with every stage: "
             + ", ".join(f"{name} {ms(value)}" for name, value in stages.items())
         )
     load = result.run.get("load_average_start")
@@ -120,13 +122,18 @@ def run_figures(result: FreshnessResult) -> list[str]:
     return lines
 
 
+def stage_records(result: FreshnessResult) -> list[ChangeRecord]:
+    """The single changes that have every stage the server reported for any of them (a change that
+    needed no embedding has fewer), so the stages' medians come from the same changes."""
+    singles = [r for r in result.records if r.phase == "single" and r.server]
+    names = {name for r in singles for name in r.server}
+    return [r for r in singles if set(r.server) == names]
+
+
 def stage_medians(result: FreshnessResult) -> dict[str, float]:
-    """For each stage the server reported, its median time after the write (single changes only), in the
-    order the stages happen."""
-    values: dict[str, list[float]] = {}
-    for record in result.records:
-        if record.phase == "single":
-            for name, value in record.server.items():
-                values.setdefault(name, []).append(value)
-    medians = {name: Summary.of(v).p50 for name, v in values.items()}
+    """For each stage the server reported, its median time after the write over ``stage_records``, in
+    the order the stages happen."""
+    records = stage_records(result)
+    names = {name for r in records for name in r.server}
+    medians = {name: Summary.of([r.server[name] for r in records]).p50 for name in names}
     return dict(sorted(medians.items(), key=lambda item: item[1]))
