@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from ragflow.connectors.folder import FolderSource
@@ -150,3 +152,26 @@ def test_bad_files_get_their_own_specific_errors_and_the_rest_is_indexed(tmp_pat
     assert {Path(name).name for name in GOOD} <= indexed
     assert "huge-attachment.eml" in indexed, "the message itself is indexed without its attachment"
     assert best(store, "database dump attached backup").metadata["path"].endswith("huge-attachment.eml")
+
+
+def test_a_restart_restores_locations_and_chunk_ids_without_embedding_again(tmp_path: Path) -> None:
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    write(docs, {"team/deck.pptx": make_pptx(SLIDES), "team/fleet.xlsx": make_xlsx(SHEETS)})
+
+    def contents(store: DocumentStore) -> list[tuple[int, str, Any, Any]]:
+        hits = store.index.search(np.zeros(store.embedder.dim, dtype=np.float32), store.index.count())
+        return sorted((h.id, h.text, h.metadata.get("slide"), h.metadata.get("rows")) for h in hits)
+
+    with DocumentStore(
+        FolderSource(docs, reconcile_interval=None), embedder=HashingEmbedder(), state_dir=state
+    ) as first:
+        assert first.wait_until_fresh(30)
+        before = contents(first)
+    embedder = HashingEmbedder()
+    with DocumentStore(
+        FolderSource(docs, reconcile_interval=None), embedder=embedder, state_dir=state
+    ) as second:
+        assert second.wait_until_fresh(30)
+        assert embedder.embedded == []
+        assert contents(second) == before
+        assert best(second, "copper reef charts").metadata["slide_title"] == "Reef"
