@@ -6,11 +6,14 @@ server.
     ragflow query  TEXT [--url URL] [--k K] [--filter EXPR] [--glob PATTERN] [--json]
     ragflow status [--url URL] [--json]
     ragflow status --state-dir DIR [--check] [--json]
+    ragflow bench  freshness (--server-cmd CMD | --url URL) [...] | freshness --compare A.json B.json
+    ragflow bench  scale [--chunks 1000,10000,100000]
 
 Exit codes: 0 success, 1 the command failed while running, 2 bad usage or configuration, 3 no server at
 the URL. ``query`` and ``status`` import nothing heavy, so they answer in a fraction of a second.
 
-One module per command (``_serve``, ``_index``, ``_query``, ``_status``); the public names are these.
+One module per command (``_serve``, ``_index``, ``_query``, ``_status``, ``_bench``); the public names are
+these.
 """
 
 from __future__ import annotations
