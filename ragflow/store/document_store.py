@@ -76,7 +76,7 @@ class DocumentStore(AsyncStoreMethods):
         index: VectorIndex | None = None,
         state_dir: str | Path | None = None,
         cache: UdfCache | None = None,
-        embed_batch_size: int = 8,
+        embed_batch_size: int = 64,  # per embed() call; a local model sorts them by length and batches them
         max_epoch_documents: int = 64,
         checkpoint_interval: float = 1.0,
         on_incompatible_state: OnIncompatible = "refuse",
