@@ -24,14 +24,11 @@ from pathlib import Path
 
 import requests
 
+from apps.bench.embedding import QUERIES as SHORT_QUERIES
 from apps.bench.pipeline import stdlib_corpus, write_corpus
 
 QUERIES = (
-    "how do I parse command line options",
-    "copy a directory tree recursively",
-    "send a log record to a file",
-    "compare two sequences of lines",
-    "run a shell command and read its output",
+    *SHORT_QUERIES,
     "encode an object as JSON",
     "open a network connection",
     "serve files over HTTP",
