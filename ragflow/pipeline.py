@@ -446,13 +446,18 @@ def build_pipeline(
     tables = [engine.source(feed) for feed in feeds]
     documents = tables[0].concat(*tables[1:]) if len(tables) > 1 else tables[0]
 
-    def suffix(row: DocRow) -> str:
-        return PurePosixPath(str(row.metadata.get("path", row.doc_id))).suffix.lower()
+    def format_hint(row: DocRow) -> str:
+        # what, besides the bytes, picks the format (see DefaultParser.parse): the same bytes declared
+        # as HTML and as plain text parse differently, so they must not share a parse result
+        metadata = row.metadata
+        suffix = PurePosixPath(str(metadata.get("filename") or metadata.get("path", row.doc_id))).suffix
+        declared = metadata.get("content_type")
+        return f"{suffix.lower()};{declared}" if declared else suffix.lower()
 
     parsed = documents.map_batched(
         parse_function(parser, splitter),
         batch_size=16,
-        input_key=lambda row: (row.digest, suffix(row), row.error),
+        input_key=lambda row: (row.digest, format_hint(row), row.error),
         merge=lambda row, outcome: ParsedDoc(replace(row, data=None), outcome),
         # recent parse results outlive their rows for a while: a rename whose delete and create land in
         # different epochs (a large folder's first listing comes in slices) is not parsed again

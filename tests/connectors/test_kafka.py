@@ -175,6 +175,25 @@ def test_raw_documents_take_their_type_from_headers_or_the_content_type_option(k
     assert texts["plain"] == [(None, "no header")]  # the content_type option, for messages without one
 
 
+def test_the_same_bytes_declared_as_different_types_are_parsed_apart(kafka: KafkaBroker) -> None:
+    topic = kafka.create_topic(partitions=1)
+    producer = kafka.producer()
+    page = b"<p>Same <b>bytes</b></p>"
+    producer.produce(topic, key=b"as-html", value=page, headers=[("content-type", b"text/html")])
+    producer.produce(topic, key=b"as-text", value=page, headers=[("content-type", b"text/plain")])
+    producer.flush(10)
+
+    def texts() -> dict[str, str]:
+        return {doc_id.rsplit("/", 1)[1]: text for doc_id, _, _, _, text in index_contents(store)}
+
+    with store_over(kafka_source(kafka, topic)) as store:
+        assert eventually(lambda: texts() == {"as-html": "Same bytes", "as-text": page.decode()})
+        # only the declared type changes: the document is parsed again, not served from the parse cache
+        producer.produce(topic, key=b"as-text", value=page, headers=[("content-type", b"text/html")])
+        producer.flush(10)
+        assert eventually(lambda: texts() == {"as-html": "Same bytes", "as-text": "Same bytes"})
+
+
 def test_consumer_lag_per_partition_is_reported_and_falls_to_zero(kafka: KafkaBroker) -> None:
     topic = kafka.create_topic(partitions=3)
     produce(kafka.producer(), topic, "raw", random_ops(random.Random(1), KEYS, 30), seed=0)
