@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ragflow.errors import ConfigError, FilterError
-from ragflow.filters import glob_to_regex
+from ragflow.errors import ConfigError
+from ragflow.filters import glob_patterns
 from ragflow.sources import ChangeKind, DocumentChange, EmitChanges, SourceStatus
 
 from .read import PathMetadata, PathMetadataRules
@@ -81,8 +81,8 @@ class FolderSource:
         metadata_from_paths: PathMetadataRules | None = None,
     ) -> None:
         self.root = Path(root)
-        self.include = _patterns("include", include)
-        self.exclude = _patterns("exclude", exclude)
+        self.include = glob_patterns("FolderSource", "include", include)
+        self.exclude = glob_patterns("FolderSource", "exclude", exclude)
         if not self.include:
             raise ConfigError("FolderSource include must list at least one glob pattern, e.g. '**/*'")
         self.name = name if name is not None else f"folder:{root}"
@@ -152,19 +152,6 @@ def _under_rules(position: Any, rules: PathMetadata) -> Any:
         else {_RULES_KEY: None}
         for doc_id, saved in position.items()
     }
-
-
-def _patterns(option: str, value: Sequence[str]) -> tuple[str, ...]:
-    # A bare string is a sequence of one-letter patterns: the classic mistake, so take it as one pattern.
-    patterns = (value,) if isinstance(value, str) else tuple(value)
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(f"FolderSource {option} patterns must be non-empty strings, got {pattern!r}")
-        try:
-            glob_to_regex(pattern)
-        except FilterError as exc:
-            raise ConfigError(f"FolderSource {option}: {exc}") from exc
-    return patterns
 
 
 def _interval(option: str, value: float | None) -> float | None:
