@@ -103,7 +103,9 @@ CheckpointWait = Callable[[float], bool]
 """``wait_checkpointed(timeout)``, given by the store to a source that declares the attribute: blocks
 until every change the source emitted before the call is applied to the index and, with a state
 directory, committed in a checkpoint; ``False`` if not within ``timeout`` seconds (the engine stopped or
-failed, a checkpoint write failed). Safe from any of the source's threads."""
+failed, a checkpoint write failed). Safe from any of the source's threads. The store follows each emitted
+group by the position object of its last change, so a source that uses it gives every group's last change
+a position object of its own (a DELETE too: the S3 source's is ``{"deleted": True}``)."""
 
 
 HeldDocuments = Callable[[], dict[str, Mapping[str, Any]]]

@@ -2,12 +2,15 @@
 (tests/connectors/test_s3_crash.py): the test changes the bucket, kills this process with SIGKILL at
 random moments and starts it again.
 
-    python -m tests.s3_crash_child ENDPOINT BUCKET STATE_DIR [--interval S] [--dump]
+    python -m tests.s3_crash_child ENDPOINT BUCKET STATE_DIR [--interval S] [--sqs QUEUE_URL]
+                                   [--hold-checkpoints] [--dump]
 
-Prints ``ready`` once the store is fresh and checkpointed, then keeps syncing (polling every 0.05 s)
-until killed. With
-``--dump`` it prints one JSON line once fresh instead (the index contents, the keys this process
-downloaded and the texts it embedded) and stops cleanly.
+Prints ``ready`` once the store is fresh and checkpointed, then keeps syncing (polling every 0.05 s, or
+with ``--sqs`` from the bucket's notifications in that queue) until killed. With ``--hold-checkpoints``
+no checkpoint is written after ``ready`` (each write blocks), and each epoch prints ``epoch N``, its
+input changes: a kill then lands between a change's apply and its checkpoint. With ``--dump`` it prints
+one JSON line once fresh instead (the index contents, the keys this process downloaded and the texts it
+embedded) and stops cleanly.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from ragflow.connectors.s3 import S3Source
 from ragflow.connectors.s3.bucket import Bucket
+from ragflow.persistence import CheckpointBatch, CheckpointInfo, StateFile
 from ragflow.store import DocumentStore
 from tests.crash_harness import say
 from tests.fakes.hashing_embedder import HashingEmbedder
@@ -42,12 +46,24 @@ def record_downloads() -> None:
     Bucket.fetch = recording_fetch
 
 
+def hold_checkpoints() -> None:
+    """Make every checkpoint write from now on block forever (until the process is killed)."""
+
+    def blocked_write(self: StateFile, batch: CheckpointBatch) -> CheckpointInfo:
+        threading.Event().wait()
+        raise AssertionError("unreachable: the process is killed while the write waits")
+
+    StateFile.write = blocked_write  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("endpoint")
     parser.add_argument("bucket")
     parser.add_argument("state_dir")
     parser.add_argument("--interval", type=float, default=0.2, help="checkpoint_interval in seconds")
+    parser.add_argument("--sqs", help="the queue of the bucket's notifications (reconcile every 300 s)")
+    parser.add_argument("--hold-checkpoints", action="store_true")
     parser.add_argument("--dump", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -60,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         access_key_id=ACCESS_KEY,
         secret_access_key=SECRET_KEY,
         poll_interval=0.05,
+        notifications={"sqs_queue_url": args.sqs} if args.sqs else None,
+        reconcile_interval=300,
     )
     embedder = HashingEmbedder()
     store = DocumentStore(
@@ -80,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         store.stop()
         say(json.dumps(result))
         return 0
+    if args.hold_checkpoints:
+        hold_checkpoints()
+        store.on_update(lambda report: say(f"epoch {report.input_changes}"))
     say("ready")
     threading.Event().wait()  # until killed
     return 0

@@ -1,6 +1,7 @@
 """S3 event notifications from SQS: a receiver thread that long-polls the queue and turns each message's
 records (ObjectCreated:*, ObjectRemoved:*, delivered directly or wrapped by SNS) into hints, the keys the
-source then looks at, and deletes messages once the source says their changes were emitted."""
+source then looks at; and a deleter thread that deletes each handled message only once the changes it
+announced are durable in a checkpoint."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from ragflow.sources import Notifications, SourceStatus
+from ragflow.sources import CheckpointWait, Notifications, SourceStatus
 
-__all__ = ["KeyHint", "SqsReceiver", "keys_in_message"]
+__all__ = ["CheckpointedDeletes", "KeyHint", "SqsReceiver", "keys_in_message"]
 
 log = logging.getLogger("ragflow.connectors.s3")
 
 _MAX_BACKOFF_S = 30.0
+_CHECKPOINT_WAIT_S = 30.0
+"""How long one wait for a checkpoint may take before it is counted as failed and tried again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +144,88 @@ def _reason(exc: BaseException) -> str:
         error = response.get("Error", {})
         return f"{error.get('Code')}: {error.get('Message')}"
     return f"{type(exc).__name__}: {exc}"
+
+
+class CheckpointedDeletes:
+    """Deletes handled SQS messages only once the changes they announced are durable.
+
+    The source hands over a batch of receipt handles right after emitting the batch's changes (or finding
+    that nothing changed). A thread of its own, so that the next notifications are not held up, waits with
+    the store's ``wait_checkpointed`` until everything emitted before the wait is applied to the index
+    and, with a state directory, committed in a checkpoint; then it deletes the messages. A crash before
+    that leaves them in the queue: SQS delivers them again once their visibility timeout passes, and the
+    source finds their changes again (or, by a conditional GET, that they are in the index already).
+    Without a store to wait on (``wait`` is ``None``: the source runs on its own) a message is deleted as
+    soon as it is handed over.
+    """
+
+    def __init__(self, receiver: SqsReceiver, wait: CheckpointWait | None, status: SourceStatus) -> None:
+        self.receiver = receiver
+        self.wait = wait
+        self.status = status
+        self._cond = threading.Condition()
+        self._handed: list[str] = []
+        self._awaiting = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.wait is not None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"s3-sqs-delete:{self.receiver.bucket}", daemon=True
+            )
+            self._thread.start()
+
+    def add(self, receipt_handles: list[str]) -> None:
+        """Delete these messages once what was emitted before this call is durable."""
+        if not receipt_handles:
+            return
+        if self.wait is None:
+            self.receiver.delete(receipt_handles)
+            return
+        with self._cond:
+            self._handed.extend(receipt_handles)
+            self._awaiting += len(receipt_handles)
+            self.status.gauge("notifications_awaiting_checkpoint", self._awaiting)
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Delete what becomes durable within ``timeout`` seconds, then stop; the rest stays queued."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout + 1.0)
+
+    def _run(self) -> None:
+        assert self.wait is not None
+        batch: list[str] = []
+        failures = 0
+        while True:
+            with self._cond:
+                while not self._handed and not batch and not self._closing:
+                    self._cond.wait()
+                batch += self._handed
+                self._handed = []
+                closing = self._closing
+            if not batch:
+                return
+            if self.wait(2.0 if closing else _CHECKPOINT_WAIT_S):
+                self.receiver.delete(batch)
+                with self._cond:
+                    self._awaiting -= len(batch)
+                    self.status.gauge("notifications_awaiting_checkpoint", self._awaiting)
+                batch, failures = [], 0
+                continue
+            failures += 1
+            self.status.count("checkpoint_waits_failed")
+            log.warning(
+                "%d S3 notifications from %s are not deleted yet: their changes are not in a checkpoint "
+                "(engine stopped, or a checkpoint write failed); SQS delivers them again if this lasts",
+                len(batch),
+                self.receiver.queue_url,
+            )
+            if closing:
+                return  # left in the queue: delivered again after their visibility timeout
+            with self._cond:
+                self._cond.wait(min(_MAX_BACKOFF_S, 0.5 * 2**failures))

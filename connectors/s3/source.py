@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from ragflow.errors import ConfigError
 from ragflow.filters import glob_patterns, globmatch
-from ragflow.sources import EmitChanges, SourceStatus
+from ragflow.sources import CheckpointWait, EmitChanges, SourceStatus
 
 __all__ = ["S3Source"]
 
@@ -122,6 +122,8 @@ class S3Source:
         self.max_retries = max_retries
         self.status = SourceStatus()
         """Health (with the reason) and counters for ``/v1/sources`` and ``/metrics``."""
+        self.wait_checkpointed: CheckpointWait | None = None
+        """Set by the store: SQS messages are deleted only once their changes are in a checkpoint."""
 
     def __repr__(self) -> str:
         credentials = (

@@ -4,6 +4,7 @@ turned into an unhealthy status and retried with backoff and jitter."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -17,7 +18,7 @@ from ragflow.errors import SourceError
 from ragflow.sources import ChangeKind, DocumentChange, EmitChanges, SourceRun, Wake, deletion, diff_listing
 
 from .bucket import Bucket, Fetched, ListedObject, S3Failure
-from .notifications import KeyHint, SqsReceiver
+from .notifications import CheckpointedDeletes, KeyHint, SqsReceiver
 
 if TYPE_CHECKING:
     from .source import S3Source
@@ -50,6 +51,7 @@ class _S3Sync(SourceRun[KeyHint]):
             config.download_concurrency, thread_name_prefix=f"s3-get:{config.bucket}"
         )
         self._receiver: SqsReceiver | None = None
+        self._deletes: CheckpointedDeletes | None = None
         self._problems: dict[str, str | None] = {"s3": None, "sqs": None}
         self._problems_lock = threading.Lock()
         self._failures = 0
@@ -81,6 +83,8 @@ class _S3Sync(SourceRun[KeyHint]):
                 wait_seconds=notifications["wait_seconds"],
                 visible=self._config.visible,
             )
+            self._deletes = CheckpointedDeletes(self._receiver, self._config.wait_checkpointed, self._status)
+            self._deletes.start()
             self._receiver.start()  # before the first listing: an event during it is queued, not lost
 
     def snapshot(self) -> list[DocumentChange] | None:
@@ -111,6 +115,8 @@ class _S3Sync(SourceRun[KeyHint]):
     def close(self) -> None:
         if self._receiver is not None:
             self._receiver.stop()
+        if self._deletes is not None:
+            self._deletes.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- health ----------------------------------------------------------------------------------------------
@@ -213,7 +219,8 @@ class _S3Sync(SourceRun[KeyHint]):
 
     def _sync_hints(self, hints: list[KeyHint]) -> None:
         """GET each notified key unless its ETag is still the one known (304), emit what changed as one
-        group, then delete the messages; a key that failed keeps its message, which SQS delivers again."""
+        group, then hand the messages over to be deleted once that is checkpointed; a key that failed
+        keeps its message, which SQS delivers again."""
         self._status.count("notifications_handled", len(hints))
         keys = list(dict.fromkeys(h.key for h in hints if h.key is not None))
         failed: set[str] = set()
@@ -230,8 +237,8 @@ class _S3Sync(SourceRun[KeyHint]):
         self.emit(changes)
         if not failed and self._retry_at is None:
             self._report("s3", None)
-        if self._receiver is not None:
-            self._receiver.delete([h.receipt_handle for h in hints if h.key not in failed])
+        if self._deletes is not None:
+            self._deletes.add([h.receipt_handle for h in hints if h.key not in failed])
 
     def _fetch_known(self, key: str) -> Fetched | S3Failure | DocumentChange:
         before = self._known.get(self._doc_id(key))
@@ -280,7 +287,7 @@ class _S3Sync(SourceRun[KeyHint]):
         )
 
     def _error_change(self, obj: ListedObject, kind: str, message: str) -> DocumentChange:
-        position = {"etag": obj.etag, "size": obj.size, "modified": obj.modified_ns // 10**9, "error": kind}
+        position = version(obj, kind)
         return DocumentChange(
             self._doc_id(obj.key), ChangeKind.UPSERT, None, self._metadata(obj, None), position, message
         )
@@ -297,14 +304,8 @@ class _S3Sync(SourceRun[KeyHint]):
             return None
         else:
             obj = result.listed
-            position = {
-                "etag": obj.etag,
-                "size": obj.size,
-                "modified": obj.modified_ns // 10**9,
-                "error": None,
-            }
             change = DocumentChange(
-                doc_id, ChangeKind.UPSERT, result.data, self._metadata(obj, result.version_id), position
+                doc_id, ChangeKind.UPSERT, result.data, self._metadata(obj, result.version_id), version(obj)
             )
         if before is not None and before == change.position:
             return None  # the same version (or the same error) as emitted before
@@ -314,7 +315,8 @@ class _S3Sync(SourceRun[KeyHint]):
     def _delete(self, doc_id: str) -> DocumentChange | None:
         if self._known.pop(doc_id, None) is None:
             return None
-        return deletion(doc_id, doc_id)
+        # a position of its own, like every change: the store follows a push to its checkpoint by it
+        return dataclasses.replace(deletion(doc_id, doc_id), position={"deleted": True})
 
     def _metadata(self, obj: ListedObject, version_id: str | None) -> dict[str, Any]:
         seen = time.time_ns()
@@ -334,6 +336,12 @@ class _S3Sync(SourceRun[KeyHint]):
 
     def _doc_id(self, key: str) -> str:
         return f"s3://{self._config.bucket}/{key}"
+
+
+def version(obj: ListedObject, error: str | None = None) -> Position:
+    """The position of the document read from ``obj`` (``error``: why it could not be read), as the
+    checkpoint saves it."""
+    return {"etag": obj.etag, "size": obj.size, "modified": obj.modified_ns // 10**9, "error": error}
 
 
 def _same_version(before: Position, obj: ListedObject) -> bool:
