@@ -198,7 +198,9 @@ class CheckpointedDeletes:
             self._thread.join(timeout + 1.0)
 
     def _run(self) -> None:
-        assert self.wait is not None
+        wait = self.wait
+        if wait is None:
+            return
         batch: list[str] = []
         failures = 0
         while True:
@@ -210,7 +212,7 @@ class CheckpointedDeletes:
                 closing = self._closing
             if not batch:
                 return
-            if self.wait(2.0 if closing else _CHECKPOINT_WAIT_S):
+            if wait(2.0 if closing else _CHECKPOINT_WAIT_S):
                 self.receiver.delete(batch)
                 with self._cond:
                     self._awaiting -= len(batch)

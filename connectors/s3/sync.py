@@ -220,7 +220,7 @@ class _S3Sync(SourceRun[KeyHint]):
     def _sync_hints(self, hints: list[KeyHint]) -> None:
         """GET each notified key unless its ETag is still the one known (304), emit what changed as one
         group, then hand the messages over to be deleted once that is checkpointed; a key that failed
-        keeps its message, which SQS delivers again."""
+        keeps its message (with every other key it names), which SQS delivers again."""
         self._status.count("notifications_handled", len(hints))
         keys = list(dict.fromkeys(h.key for h in hints if h.key is not None))
         failed: set[str] = set()
@@ -238,7 +238,9 @@ class _S3Sync(SourceRun[KeyHint]):
         if not failed and self._retry_at is None:
             self._report("s3", None)
         if self._deletes is not None:
-            self._deletes.add([h.receipt_handle for h in hints if h.key not in failed])
+            # a message naming several keys stays whole while any of them failed
+            kept = {h.receipt_handle for h in hints if h.key in failed}
+            self._deletes.add([h.receipt_handle for h in hints if h.receipt_handle not in kept])
 
     def _fetch_known(self, key: str) -> Fetched | S3Failure | DocumentChange:
         before = self._known.get(self._doc_id(key))
