@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import time
 import uuid
@@ -28,10 +29,12 @@ from .errors import ApiError, error_response
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import json_body_doc, query_parameters_doc, upload_body_doc
 from .parsing import check_k, conversation, json_body, parameters, uploaded, validate, wait_seconds
-from .scopes import Scope, in_scope_ids, scoped_statistics
+from .scopes import Scope, in_scope_ids
 from .state import caller_of, state_of
 
 __all__ = ["DEFAULT_MODEL", "add_routes"]
+
+auth_log = logging.getLogger("ragflow.server.auth")
 
 DEFAULT_MODEL = "ragflow"
 """The model name ``/v1/models`` lists; asking for it (or for none) uses the configured LLM's model."""
@@ -184,10 +187,7 @@ async def retrieve(request: Request) -> Response:
 async def statistics(request: Request) -> Response:
     await parameters(request, s.StatisticsRequest)
     store, scope = state_of(request).store, _scope(request)
-    if scope is not None:
-        counts = scoped_statistics(await run_in_threadpool(store.documents), scope)
-    else:
-        counts = await run_in_threadpool(store.statistics)
+    counts = await run_in_threadpool(store.statistics, scope.expression if scope is not None else None)
     embedder = embedder_stats(store.embedder)  # beyond Pathway's fields, and only where there is one
     return _json({**counts, "embedder": embedder} if embedder else counts)
 
@@ -375,7 +375,7 @@ async def upload(request: Request) -> Response:
     )
     if outside:
         _audit(request, "upload", doc_id, 403)
-        state.refused("out_of_scope")
+        _refuse_out_of_scope(request, doc_id)
         raise ApiError(
             403,
             f"{doc_id!r} (with the metadata sent) is outside the scope of this API key, or would replace a "
@@ -405,7 +405,7 @@ async def delete_document(request: Request) -> Response:
     wait = wait_seconds(request)
     scope, doc_id = _scope(request), state.uploads.doc_id(name)
     if scope is not None and not await run_in_threadpool(_replaceable, state.store, doc_id, scope):
-        state.refused("out_of_scope")
+        _refuse_out_of_scope(request, doc_id)
         deleted = False  # answered as if absent: the key learns nothing of documents outside its scope
     else:
         deleted = await run_in_threadpool(state.uploads.delete, name)
@@ -443,6 +443,22 @@ def _replaceable(store: DocumentStore, doc_id: str, scope: Scope) -> bool:
         if status.doc_id == doc_id:
             return scope.allows(status.metadata)
     return scope.allows({"path": doc_id, "doc_id": doc_id})
+
+
+def _refuse_out_of_scope(request: Request, doc_id: str) -> None:
+    """Count a scoped key's upload or delete outside its scope in ``/metrics`` and log it as the other
+    refusals are (the key's name, never its secret)."""
+    state_of(request).refused("out_of_scope")
+    key = caller_of(request)
+    client = request.client.host if request.client else "unknown"
+    auth_log.info(
+        "auth: key %r refused %s %s from %s: %r is outside its scope",
+        key.name if key is not None else None,
+        request.method,
+        request.url.path,
+        client,
+        doc_id,
+    )
 
 
 def _audit(request: Request, action: str, doc_id: str, status: int, **fields: Any) -> None:

@@ -116,20 +116,6 @@ def _glob_literal(parsed: dict[str, Any]) -> Any:
     return node["children"][0].get("value") if node.get("type") == "function_expression" else None
 
 
-def scoped_statistics(statuses: list[Any], scope: Scope) -> dict[str, int | None]:
-    """``/v1/statistics`` over the documents of ``scope`` among ``statuses`` (``DocumentStore.documents()``):
-    the searchable ones (``INDEXED``; one being re-indexed counts again once it is), their newest
-    ``modified_at`` and the latest time one of them became searchable."""
-    indexed = [s for s in statuses if s.status == "INDEXED" and scope.allows(s.metadata)]
-    modified = [int(m) for s in indexed if (m := s.metadata.get("modified_at")) is not None]
-    times = [s.indexed_at for s in indexed if s.indexed_at is not None]
-    return {
-        "file_count": len(indexed),
-        "last_modified": max(modified) if modified else None,
-        "last_indexed": int(max(times)) if times else None,
-    }
-
-
 def in_scope_ids(statuses: list[Any], scope: Scope) -> set[str]:
     """The ids of the documents of ``statuses`` inside ``scope``."""
     return {s.doc_id for s in statuses if scope.allows(s.metadata)}

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.server.conftest import Served
+from ragflow.connectors.folder import FolderSource
+from ragflow.server import create_app
+from ragflow.store import DocumentStore
+from tests.fakes.hashing_embedder import HashingEmbedder
+from tests.server.conftest import Served, running
 
 KEY = "s3cret-key"
 
@@ -47,6 +53,56 @@ def test_the_key_is_accepted_as_a_bearer_token_or_x_api_key(guarded: Served, hea
 def test_health_checks_need_no_key(guarded: Served) -> None:
     assert requests.get(guarded.url + "/healthz", timeout=10).status_code == 200
     assert requests.get(guarded.url + "/readyz/", timeout=10).status_code == 200
+
+
+class UnloadableEmbedder(HashingEmbedder):
+    def load(self) -> None:
+        raise RuntimeError("no weights in /models/hr-salaries")
+
+
+def health(url: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``(status, error type, error message)`` of a health check that is not answering OK."""
+    response = requests.get(url + path, headers=headers or {}, timeout=10)
+    error = response.json()["error"]
+    return response.status_code, error["type"], error["message"]
+
+
+def test_health_checks_tell_a_caller_without_a_key_the_state_but_not_counts_or_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.md").write_text("Some words to index.")
+    keyed = {"X-API-Key": KEY}
+    store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=HashingEmbedder())
+    with running(create_app(store, api_key=KEY)) as url:  # the store is not started: never ready
+        for headers in ({}, {"X-API-Key": "a-wrong-key-0123456789"}):
+            status, kind, message = health(url, "/readyz", headers)
+            assert (status, kind) == (503, "not_ready") and "API key" in message
+            assert "documents" not in message and not any(c.isdigit() for c in message)
+        assert "0/0 documents and 0/0 chunks done" in health(url, "/readyz", keyed)[2]
+        monkeypatch.setattr(store.engine, "_failure", RuntimeError("cannot read /docs/hr/salaries.pdf"))
+        for path in ("/healthz", "/readyz"):
+            status, kind, message = health(url, path)
+            assert (status, kind) == (503, "failed") and "salaries" not in message
+            assert health(url, path, keyed)[1] == "failed" and "salaries.pdf" in health(url, path, keyed)[2]
+
+
+def test_a_query_model_that_cannot_load_is_shown_failed_without_its_error_to_a_caller_without_a_key(
+    tmp_path: Path,
+) -> None:
+    store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=UnloadableEmbedder())
+    with running(create_app(store, api_key=KEY)) as url:  # the model loads in a thread: wait for it
+        deadline = time.monotonic() + 10
+        while health(url, "/readyz")[1] != "failed" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status, kind, message = health(url, "/readyz")
+        assert (status, kind) == (503, "failed") and "hr-salaries" not in message
+        assert "no weights in /models/hr-salaries" in health(url, "/readyz", {"X-API-Key": KEY})[2]
+
+
+def test_an_open_server_shows_its_progress_to_anyone(tmp_path: Path) -> None:
+    store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=HashingEmbedder())
+    with running(create_app(store)) as url:
+        assert "0/0 documents" in health(url, "/readyz")[2]  # no keys: every route is open anyway
 
 
 def test_the_schema_declares_the_security_schemes(guarded: Served) -> None:
