@@ -288,7 +288,7 @@ async def models(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     failure = state_of(request).store.engine.failure
     if failure is not None:
-        if _keyless(request):
+        if _sees_only_the_state(request):
             return error_response(503, f"the indexing engine stopped {_KEY_SHOWS}", "failed")
         return error_response(
             503, f"the indexing engine stopped: {type(failure).__name__}: {failure}", "failed"
@@ -296,23 +296,31 @@ async def healthz(request: Request) -> Response:
     return _json({"status": "ok"})
 
 
-_KEY_SHOWS = "(a request with an API key is told why)"
+_KEY_SHOWS = "(a request with an API key that sees every document is told why)"
 
 
-def _keyless(request: Request) -> bool:
-    """Whether ``request`` came without a valid key to a server that has keys: such a caller of the open
-    health checks learns the state, never document counts or an error's text (which can name documents)."""
-    return bool(state_of(request).keys) and caller_of(request) is None
+def _sees_only_the_state(request: Request) -> bool:
+    """Whether ``request``, on a server with keys, came without a valid key or with a scoped one: such a
+    caller of the open health checks learns the state, never the progress counts or an error's text,
+    which span every document (a scoped key never gets a count from outside its scope)."""
+    if not state_of(request).keys:
+        return False
+    key = caller_of(request)
+    return key is None or key.scope is not None
 
 
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     if await run_in_threadpool(state.ready):
         return _json({"status": "ready"})
-    if _keyless(request):
+    if _sees_only_the_state(request):
         if state.store.engine.failure is not None or state.warmup.error is not None:
             return error_response(503, f"not ready: indexing failed {_KEY_SHOWS}", "failed")
-        return error_response(503, "not ready yet (a request with an API key is told how far)", "not_ready")
+        return error_response(
+            503,
+            "not ready yet (a request with an API key that sees every document is told how far)",
+            "not_ready",
+        )
     failure = state.store.engine.failure
     if failure is not None:
         return error_response(

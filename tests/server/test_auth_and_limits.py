@@ -13,6 +13,8 @@ import requests
 
 from ragflow.connectors.folder import FolderSource
 from ragflow.server import create_app
+from ragflow.server.auth import ApiKey, Role, key_digest
+from ragflow.server.scopes import Scope
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
 from tests.server.conftest import Served, running
@@ -55,6 +57,13 @@ def test_health_checks_need_no_key(guarded: Served) -> None:
     assert requests.get(guarded.url + "/readyz/", timeout=10).status_code == 200
 
 
+READER, SCOPED = "an-unscoped-reader-0123456789", "a-scoped-reader-0123456789"
+KEYS = [
+    ApiKey("reader", Role.READ, key_digest(READER)),
+    ApiKey("support", Role.READ, key_digest(SCOPED), Scope("**/support/**", None)),
+]
+
+
 class UnloadableEmbedder(HashingEmbedder):
     def load(self) -> None:
         raise RuntimeError("no weights in /models/hr-salaries")
@@ -71,19 +80,28 @@ def test_health_checks_tell_a_caller_without_a_key_the_state_but_not_counts_or_e
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "a.md").write_text("Some words to index.")
-    keyed = {"X-API-Key": KEY}
+    keyed, reader = {"X-API-Key": KEY}, {"X-API-Key": READER}
+    state_only: tuple[dict[str, str], ...] = (
+        {},
+        {"X-API-Key": "a-wrong-key-0123456789"},
+        {"X-API-Key": SCOPED},
+    )
     store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=HashingEmbedder())
-    with running(create_app(store, api_key=KEY)) as url:  # the store is not started: never ready
-        for headers in ({}, {"X-API-Key": "a-wrong-key-0123456789"}):
+    with running(
+        create_app(store, api_key=KEY, api_keys=KEYS)
+    ) as url:  # the store is not started: never ready
+        for headers in state_only:  # a scoped key too: the counts span every scope
             status, kind, message = health(url, "/readyz", headers)
             assert (status, kind) == (503, "not_ready") and "API key" in message
             assert "documents" not in message and not any(c.isdigit() for c in message)
-        assert "0/0 documents and 0/0 chunks done" in health(url, "/readyz", keyed)[2]
+        for headers in (keyed, reader):
+            assert "0/0 documents and 0/0 chunks done" in health(url, "/readyz", headers)[2]
         monkeypatch.setattr(store.engine, "_failure", RuntimeError("cannot read /docs/hr/salaries.pdf"))
         for path in ("/healthz", "/readyz"):
-            status, kind, message = health(url, path)
-            assert (status, kind) == (503, "failed") and "salaries" not in message
-            assert health(url, path, keyed)[1] == "failed" and "salaries.pdf" in health(url, path, keyed)[2]
+            for headers in state_only:
+                status, kind, message = health(url, path, headers)
+                assert (status, kind) == (503, "failed") and "salaries" not in message
+            assert health(url, path, reader)[1] == "failed" and "salaries.pdf" in health(url, path, reader)[2]
 
 
 def test_a_query_model_that_cannot_load_is_shown_failed_without_its_error_to_a_caller_without_a_key(
