@@ -204,7 +204,11 @@ SCALE_CONFIGS: dict[str, dict[str, object]] = {
     "flat": {"kind": "flat"},
     "auto": {},
     "auto+sq8": {"vectors": "sq8"},
+    "hnsw": {"kind": "hnsw"},
 }
+BUILD_THREADS = 1
+"""Blocks whose graphs are built at once (``--build-threads``): only the time until graphs are ready
+depends on it."""
 """Configurations the scale benchmark compares: exact, the defaults, the defaults with compact vectors."""
 SCALE_FILTER = "bucket == `0`"
 """Matches 1% of documents."""
@@ -301,7 +305,8 @@ def measure_index(
     size = len(data)
     metas = [scale_metadata(doc) for doc in range(size // CHUNKS_PER_DOC + 1)]
     rss_before = rss_mb()
-    index = FaissIndex(data.shape[1], **SCALE_CONFIGS[config])  # type: ignore[arg-type]
+    options = {"build_threads": BUILD_THREADS, **SCALE_CONFIGS[config]}
+    index = FaissIndex(data.shape[1], **options)  # type: ignore[arg-type]
     began = time.perf_counter()
     for start in range(0, size, BUILD_BATCH):
         stop = min(size, start + BUILD_BATCH)
@@ -458,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--real-chunks", type=int, default=4000, help="real chunks embedded (then replicated)"
     )
+    parser.add_argument("--build-threads", type=int, default=1, help="with --scale: graph builds at once")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--probe-config", help=argparse.SUPPRESS)
     parser.add_argument("--probe-dir", help=argparse.SUPPRESS)
@@ -477,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def main_scale(args: argparse.Namespace, sizes: list[int]) -> None:
+    global BUILD_THREADS
+    BUILD_THREADS = args.build_threads
     kinds = args.data.split(",")
     base = None
     if "real" in kinds:

@@ -1,10 +1,13 @@
-"""The embedded default vector index: exact (or HNSW) cosine search on faiss with epoch-atomic applies,
-constant-cost deletes and metadata filters evaluated inside the search.
+"""The embedded default vector index: cosine search on faiss, exact while small and on HNSW graphs once
+large, with epoch-atomic applies, constant-cost deletes, metadata filters evaluated inside the search,
+optional compact vectors, and graphs that survive a restart.
 
 The modules, one job each: ``_blocks`` (block storage: rows, live bitmaps, views, snapshots), ``_groups``
 (interned metadata), ``_transactions`` (one apply: validation, copy-on-write drafts, row placement,
-compaction, commit), ``_files`` (the saved file), ``_search`` (per-block top-k paths, filters, merge),
-``_graphs`` (HNSW graph building) and ``_index`` (``FaissIndex``, composing them).
+revival of dormant rows, compaction, commit), ``_files`` (the saved file), ``_search`` (per-block top-k
+paths, filters, merge), ``_graphs`` (HNSW graphs grown with the blocks), ``_compact`` (how graphs hold
+vectors, memory-mapped full-precision rows), ``_graph_files`` (graphs kept in a folder across restarts)
+and ``_index`` (``FaissIndex``, composing them).
 """
 
 from __future__ import annotations

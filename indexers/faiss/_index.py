@@ -123,8 +123,8 @@ class FaissIndex:
         build_threads: int = 1,
         vectors: Literal["float32", "float16", "sq8"] = "float32",
         rerank: int = 4,
-        vector_dir: str | None = None,
-        graph_dir: str | None = None,
+        vector_dir: str | os.PathLike[str] | None = None,
+        graph_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if dim <= 0:
             raise ConfigError(f"FaissIndex dim must be positive, got {dim}")
@@ -152,7 +152,7 @@ class FaissIndex:
         self.compact_fraction = compact_fraction
         self.background = background
         self.vectors: VectorFormat = vectors
-        self.vector_dir = vector_dir
+        self.vector_dir = os.fspath(vector_dir) if vector_dir is not None else None
         self._settings = SearchSettings(ef_search, rerank)
         self._graphs_on = kind == "hnsw"
         self._files: VectorFiles | None = None
@@ -176,7 +176,7 @@ class FaissIndex:
             self._vector_files,
         )
         self._snapshot = Snapshot((), self._groups.values, 0, 0)
-        self.graph_dir = graph_dir if kind != "flat" else None
+        self.graph_dir = os.fspath(graph_dir) if graph_dir is not None and kind != "flat" else None
         if self.graph_dir is not None:
             self._adopt_saved_graphs()
 

@@ -279,3 +279,16 @@ def test_a_damaged_graph_file_is_reported_and_its_block_rebuilt(
     model = dict(enumerate(vectors))
     for query in unit_vectors(10, 16, seed=58):
         assert len(set(ids(after, query)) & set(brute_force(model, query, 10))) >= 8
+
+
+def test_a_configuration_file_sets_the_index_options_with_paths_relative_to_it(tmp_path: Path) -> None:
+    from ragflow.config import parse_config
+
+    text = (
+        "index:\n  kind: faiss\n  faiss_kind: auto\n  hnsw_threshold: 1000\n  vectors: sq8\n"
+        "  graph_dir: state/graphs\n"
+    )
+    index = parse_config(text, base_dir=tmp_path).build_index(8)
+    assert isinstance(index, FaissIndex)
+    assert (index.kind, index.hnsw_threshold, index.vectors) == ("auto", 1000, "sq8")
+    assert index.graph_dir == str(tmp_path / "state" / "graphs") and os.path.isdir(index.graph_dir)
