@@ -4,7 +4,8 @@
 
 It shows a progress bar while the folder is first indexed, then prints a line each time a change becomes
 searchable (with how long that took) and answers queries typed on standard input. ``--once`` indexes, answers
-the ``--query`` arguments and exits.
+the ``--query`` arguments and exits. ``python -m apps.embedded_sync.asyncio_app`` is the same application
+written for asyncio.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from ragflow.connectors.folder import FolderSource
+from ragflow.documents import Hit
 from ragflow.engine import EpochReport
 from ragflow.store import DocumentStore, Progress
 
@@ -56,13 +58,18 @@ def show_progress(store: DocumentStore, done: threading.Event) -> None:
 def print_hits(store: DocumentStore, query: str, k: int = 3) -> None:
     started = time.perf_counter()
     hits = store.retrieve(query, k=k)
-    took = (time.perf_counter() - started) * 1000
-    print(f"\n{query!r}: {len(hits)} hits in {took:.0f} ms")
+    print(hits_text(query, hits, time.perf_counter() - started))
+
+
+def hits_text(query: str, hits: list[Hit], seconds: float) -> str:
+    """The hits of ``query`` as lines: distance, path (and page), the start of the text."""
+    lines = [f"\n{query!r}: {len(hits)} hits in {seconds * 1000:.0f} ms"]
     for hit in hits:
         where = hit.metadata.get("path", "?")
         page = f" p.{hit.metadata['page_number']}" if "page_number" in hit.metadata else ""
         snippet = " ".join(hit.text.split())[:100]
-        print(f"  {hit.dist:.3f}  {where}{page}  {snippet}")
+        lines.append(f"  {hit.dist:.3f}  {where}{page}  {snippet}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
