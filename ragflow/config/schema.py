@@ -135,9 +135,14 @@ class RagflowConfig(Section):
         return [build_plugin(self._origin, ("sources", i), "source", s) for i, s in enumerate(self.sources)]
 
     def build_parser(self) -> Parser:
-        from ..parsers import DefaultParser
+        from ..parsers import DefaultParser, ParseLimits
 
-        return DefaultParser()
+        section = self.parser
+        caps = ("max_unpacked_bytes", "max_empty_rows", "max_attachment_bytes", "max_seconds")
+        limits = ParseLimits(
+            **{cap: getattr(section, cap) for cap in caps if getattr(section, cap) is not None}
+        )
+        return DefaultParser(limits=limits, pdf_engine=section.pdf_engine, ocr=section.ocr)
 
     def build_embedder(self) -> Embedder:
         embedder: Embedder = build_plugin(self._origin, ("embedder",), "embedder", self.embedder)

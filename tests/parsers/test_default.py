@@ -83,3 +83,15 @@ def test_repeated_locations_get_distinct_ids_and_pdf_ids_are_unchanged() -> None
     assert len(set(same)) == 2
     pdf = [ChunkPiece("t", 0, 1, ordinal, 1, page) for page in (1, 2) for ordinal in (0, 1)]
     assert chunk_keys("a.pdf", pdf) == [chunk_id("a.pdf", p.page_number, p.ordinal) for p in pdf]
+
+
+def test_the_parser_section_of_the_configuration_sets_engine_ocr_and_caps() -> None:
+    from ragflow.config import RagflowConfig
+
+    section = {"pdf_engine": "pypdfium2", "ocr": False, "max_empty_rows": 5, "max_seconds": 9.5}
+    config = RagflowConfig.from_dict({"sources": [{"kind": "upload"}], "parser": section})
+    parser = config.build_parser()
+    assert isinstance(parser, DefaultParser)
+    assert (parser.pdf_engine, parser.ocr) == ("pypdfium2", False)
+    assert parser.limits == ParseLimits(max_empty_rows=5, max_seconds=9.5)
+    assert RagflowConfig.from_dict({"sources": [{"kind": "upload"}]}).build_parser().limits == ParseLimits()  # type: ignore[attr-defined]
