@@ -160,11 +160,11 @@ def test_a_bad_config_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
         (["index"], "nothing to index: pass a folder"),
         (["index", "missing"], "missing is not a folder"),
         (["serve", "--config", "missing.yaml"], "configuration file missing.yaml does not exist"),
-        (["index", "--strict", "--json", "--config", "bad.yaml"], "unknown source 's3'"),
+        (["index", "--strict", "--json", "--config", "bad.yaml"], "unknown source 'sharepoint'"),
     ],
 )
 def test_usage_mistakes_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
-    (tmp_path / "bad.yaml").write_text("sources:\n  - kind: s3\n")
+    (tmp_path / "bad.yaml").write_text("sources:\n  - kind: sharepoint\n")
     done = ragflow(*args, cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
 

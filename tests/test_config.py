@@ -141,11 +141,11 @@ def test_a_source_without_kind(tmp_path: Path) -> None:
 
 
 def test_an_uninstalled_source_kind_lists_the_installed_ones(tmp_path: Path) -> None:
-    (problem,) = problems_of(write(tmp_path, "sources:\n  - kind: s3\n    bucket: docs\n")).problems
+    (problem,) = problems_of(write(tmp_path, "sources:\n  - kind: sharepoint\n    site: docs\n")).problems
     assert (problem.line, problem.path) == (2, "sources[0].kind")
-    assert "unknown source 's3'" in problem.message
+    assert "unknown source 'sharepoint'" in problem.message
     assert "installed sources are folder" in problem.message
-    assert "pip install 'ragflow[s3]'" in problem.message
+    assert "pip install 'ragflow[sharepoint]'" in problem.message
 
 
 def test_a_misspelt_source_kind_is_a_typo_not_a_missing_package(tmp_path: Path) -> None:
