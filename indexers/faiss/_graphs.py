@@ -21,9 +21,9 @@ from ._graph_files import new_stem
 # The package's name, as when the index was one module: logging configuration keeps applying.
 _log = logging.getLogger(__package__)
 
-Publish = Callable[[int, Any, Any], None]
+Publish = Callable[[int, Any, Any], bool]
 """Set a block's graph (number, graph it extends or None, new graph), if the block and its graph are
-still the ones the build started from."""
+still the ones the build started from; whether it did."""
 
 
 class GraphBuilder:
@@ -149,7 +149,10 @@ class GraphBuilder:
             if extended is None:
                 extended = new_graph(rows, self.vectors, self.hnsw_m, self.ef_construction)
             extended.add(rows)
-        self._publish(number, graph, extended)
+        if not self._publish(number, graph, extended):
+            current = self._current(number)
+            if current is not None:
+                self.schedule(current)  # another build got there first: extend what it published
 
 
 def covered_rows(view: BlockView) -> int:

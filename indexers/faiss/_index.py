@@ -176,6 +176,7 @@ class FaissIndex:
             self._vector_files,
         )
         self._snapshot = Snapshot((), self._groups.values, 0, 0)
+        self._appended_while_adopting = 0
         self.graph_dir = os.fspath(graph_dir) if graph_dir is not None and kind != "flat" else None
         if self.graph_dir is not None:
             self._adopt_saved_graphs()
@@ -197,6 +198,7 @@ class FaissIndex:
             txn = Transaction(before.views)
             groups.drop(writer.kill(txn, delete_ids))
             revived = None
+            adopting = writer.dormant > 0
             if len(prepared.ids):
                 groups.drop(writer.kill(txn, prepared.ids.tolist()))
                 gids = groups.intern(prepared.keys, prepared.metadata)
@@ -207,9 +209,14 @@ class FaissIndex:
                     rest = np.flatnonzero(~revived)
                     texts = [prepared.texts[i] for i in rest.tolist()]
                     writer.append(txn, prepared.vectors[rest], prepared.ids[rest], gids[rest], texts)
-            if writer.dormant and (delete_ids or (len(prepared.ids) and revived is None)):
-                # A restore revives rows batch after batch; a delete or a batch reviving nothing ends it.
-                writer.end_adoption(txn)
+            if adopting:
+                self._appended_while_adopting += len(prepared.ids) - (
+                    0 if revived is None else int(revived.sum())
+                )
+                # A restore revives rows batch after batch and appends less than a block (the tail, whose
+                # graph was not kept); a delete, or more new rows than that, means it is over.
+                if delete_ids or self._appended_while_adopting > self.block_size or not writer.dormant:
+                    writer.end_adoption(txn)
             writer.compact(txn)
             groups.release_dead()
             self._snapshot = txn.commit(groups.values)
@@ -231,11 +238,11 @@ class FaissIndex:
                 return view
         return None
 
-    def _publish_graph(self, number: int, extends: Any, graph: Any) -> None:
+    def _publish_graph(self, number: int, extends: Any, graph: Any) -> bool:
         with self._write_lock:
             view = self._current(number)
             if view is None or view.block.hnsw is not extends:
-                return  # compacted away, or reloaded, while the graph was built
+                return False  # compacted away, reloaded, or extended by another build meanwhile
             block = view.block
             block.hnsw = graph
             complete = view.used == self.block_size and graph.ntotal == self.block_size
@@ -249,6 +256,7 @@ class FaissIndex:
             write_graph(self.graph_dir, block.stem, block)
             if not self._is_stored(block):  # compacted away meanwhile: its files go too
                 delete_graph(self.graph_dir, block.stem)
+        return True
 
     def _is_stored(self, block: Block) -> bool:
         return any(view.block is block for view in self._snapshot.views)
