@@ -64,6 +64,8 @@ class FreshnessOptions:
     timeout: float = 60.0
     """Seconds a change may take before it is recorded as a timeout."""
     start_timeout: float = 600.0
+    request_timeout: float = 30.0
+    """Seconds a poll may wait for its answer; a later answer is a failed poll, counted as a miss."""
     k: int = 50
     api_key: str | None = None
     label: str | None = None
@@ -116,7 +118,7 @@ class FreshnessRun:
             )
             url = self.server.url
         assert url is not None
-        self.probe = Probe(url, api_key=options.api_key, k=options.k)
+        self.probe = Probe(url, api_key=options.api_key, k=options.k, timeout=options.request_timeout)
         corpus_docs: list[Document] | None = None
         pool: list[str] = []
         if options.corpus is not None:
@@ -177,7 +179,10 @@ class FreshnessRun:
                 "wall_s": wall,
                 "requests": self.probe.requests,
                 "server_busy_s": self.probe.busy,
+                "failed_polls": self.probe.failed_polls,
             }
+            if self.probe.last_failure:
+                self.result.run["last_failed_poll"] = self.probe.last_failure
             self.result.run["load_average_end"] = list(os.getloadavg())
             self.result.queries["polling"] = list(self.probe.retrieve_seconds)
             self._finish()

@@ -56,6 +56,8 @@ class Probe:
         self.requests = 0
         self.busy = 0.0
         self.retrieve_seconds: list[float] = []
+        self.failed_polls = 0
+        self.last_failure: str | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -116,7 +118,13 @@ class Probe:
         rename's two names are one request, so a slow server is not polled twice per look)."""
         sent = time.perf_counter()
         query = next((e.query for e in expectations if e.present), expectations[0].query)
-        hits = self.chunks_of(query, suffixes)
+        try:
+            hits = self.chunks_of(query, suffixes)
+        except (OSError, ProbeError) as exc:
+            # a server too busy to answer in time (or failing) has not shown the change: a miss, counted
+            self.failed_polls += 1
+            self.last_failure = str(exc) or type(exc).__name__
+            return Poll(False, sent, time.perf_counter())
         met = all(
             expectation.met_by(
                 str(h.get("text", ""))

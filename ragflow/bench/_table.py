@@ -101,6 +101,12 @@ def run_figures(result: FreshnessResult) -> list[str]:
             f"driver            {driver.get('cpu_s', 0):.1f} s CPU over {wall:.1f} s "
             f"({driver.get('cpu_s', 0) / wall:.0%} of one core); {driver.get('requests', 0):.0f} requests, "
             f"the server busy answering them {driver.get('server_busy_s', 0) / wall:.0%} of the time"
+            + (
+                f"; {driver['failed_polls']:.0f} polls failed (no answer within the probe's timeout, or an "
+                "error) and counted as misses"
+                if driver.get("failed_polls")
+                else ""
+            )
         )
     process = result.server_process
     if process:

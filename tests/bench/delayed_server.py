@@ -5,6 +5,7 @@ measure it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -21,9 +22,13 @@ SUFFIX = re.compile(r"ends_with\(path, `([^`]*)`\)")
 class DelayedServer:
     """Documents as paragraph lists, each version visible ``delay`` s after its write."""
 
-    def __init__(self, delay: float, linger: float = 0.0) -> None:
+    def __init__(self, delay: float, linger: float = 0.0, stall: float = 0.0) -> None:
         self.delay = delay
         self.linger = linger
+        self.stall = stall
+        """The first two retrieves after each write (a request and its retry) answer this many seconds late:
+        a server too busy."""
+        self._stalls = 0
         self._lock = threading.Lock()
         self._versions: dict[str, list[tuple[float, list[str] | None]]] = {}
         self._httpd: ThreadingHTTPServer | None = None
@@ -32,6 +37,14 @@ class DelayedServer:
         """Record a new version of ``name`` (``None``: deleted), written now."""
         with self._lock:
             self._versions.setdefault(name, []).append((time.perf_counter(), paragraphs))
+            self._stalls = 2 if self.stall else 0
+
+    def stall_now(self) -> float:
+        """How long the request being answered must wait first."""
+        with self._lock:
+            stall = self.stall if self._stalls else 0.0
+            self._stalls = max(0, self._stalls - 1)
+        return stall
 
     def paragraphs(self, name: str, now: float) -> list[str]:
         """What the server shows of ``name`` at ``now``."""
@@ -61,8 +74,16 @@ class DelayedServer:
                 send_json(self, 404, {"error": {"message": "no such route"}})
 
             def do_POST(self) -> None:
+                # the driver may have given up waiting for a stalled answer: nothing to answer then
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._answer()
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 now = time.perf_counter()
+                if self.path == "/v1/retrieve" and body.get("metadata_filter"):
+                    time.sleep(server.stall_now())
+                    now = time.perf_counter()
                 if self.path == "/v1/retrieve":
                     suffixes = [json.loads(m) for m in SUFFIX.findall(body.get("metadata_filter") or "")]
                     names = [

@@ -62,3 +62,12 @@ def test_the_drivers_own_cost_is_reported() -> None:
     result = measure(DelayedServer(0.05), kinds=["create"], burst=0)
     assert result.driver["requests"] > 0 and result.driver["cpu_s"] > 0
     assert result.queries["idle"] and result.queries["polling"]
+
+
+def test_a_poll_the_server_does_not_answer_in_time_is_a_miss_not_a_crash() -> None:
+    result = measure(
+        DelayedServer(0.05, stall=0.5), kinds=["edit"], changes=2, burst=0, request_timeout=0.2, docs=3
+    )
+    assert [r.status for r in result.records] == ["visible", "visible"]
+    assert result.driver["failed_polls"] >= 2
+    assert all(r.fresh_s is not None and r.fresh_s >= 0.05 for r in result.records)
