@@ -168,8 +168,8 @@ def run_scale(options: ScaleOptions) -> list[dict[str, Any]]:
 
 def scale_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "one change at a growing index (fast embedder: the system's own cost), seconds from the write's "
-        "return to searchable",
+        "one change at a growing index (fast embedder: the system's own cost), from just before the write "
+        "to searchable (edit) or gone (delete)",
         f"{'chunks':>10} {'edit p50':>9} {'edit p99':>9} {'delete p50':>10} {'delete p99':>10} "
         f"{'bytes/chunk':>11} {'restart':>8} {'initial':>8}",
     ]
