@@ -127,3 +127,11 @@ def test_usage_errors_say_what_to_give(capsys: pytest.CaptureFixture[str]) -> No
     assert "--folder" in capsys.readouterr().err
     assert main(["bench", "freshness", "--server-cmd", "x", "--kinds", "edit,move"]) == EXIT_USAGE
     assert "--kinds" in capsys.readouterr().err
+
+
+def test_the_bench_subcommands_have_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for bench in ("freshness", "scale"):
+        with pytest.raises(SystemExit) as exited:
+            main(["bench", bench, "--help"])
+        assert exited.value.code == 0
+    assert "--chunks" in capsys.readouterr().out
