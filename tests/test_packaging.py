@@ -11,6 +11,7 @@ import sys
 import sysconfig
 import textwrap
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,9 @@ _SMOKE = textwrap.dedent(
             store.wait_until_fresh(timeout=60)
             hits = store.retrieve("quick brown fox", k=1)
     assert hits and hits[0].metadata["path"].endswith("a.txt"), hits
+    from ragflow.server.web import page
+    html, policy = page()  # the web page's HTML, style and script, read from the installed package
+    assert b"<!--app." not in html and b"function el(" in html and b"--accent" in html, html[:200]
     print("wheel ok")
     """
 )
@@ -107,6 +111,9 @@ def test_a_built_wheel_installs_only_the_ragflow_name(tmp_path: Path) -> None:
         capture_output=True,
     )
     (wheel,) = dist.glob("ragflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for asset in ("index.html", "app.css", "app.js"):  # the web page, served by ragflow/server/web.py
+        assert f"ragflow/server/page/{asset}" in names, f"{asset} is not in the wheel (package-data)"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     python = venv / "bin" / "python"

@@ -8,6 +8,7 @@ server.
     ragflow status --state-dir DIR [--check] [--json]
     ragflow bench  freshness (--server-cmd CMD | --url URL) [...] | freshness --compare A.json B.json
     ragflow bench  scale [--chunks 1000,10000,100000]
+    ragflow mcp    [PATH | --config FILE] [--state-dir DIR]   (MCP tools over stdio)
 
 Exit codes: 0 success, 1 the command failed while running, 2 bad usage or configuration, 3 no server at
 the URL. ``query`` and ``status`` import nothing heavy, so they answer in a fraction of a second.

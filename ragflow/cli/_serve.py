@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     url = f"{'https' if tls[0] else 'http'}://{host}:{port}"
     say(f"ragflow {__version__}: indexing {', '.join(source.name for source in sources)}")
     say(f"serving {url} (API reference at {url}/docs); stop with Ctrl-C or SIGTERM")
+    say(f"web page: {url}/  MCP (streamable HTTP): {url}/mcp")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM before the server runs: stop cleanly
     watch = _IndexingWatch(store, client_url=url)
     try:

@@ -26,11 +26,13 @@ from ragflow.store import DocumentStore
 from .audit import AuditLog
 from .auth import ApiKey, AuthFailures, KeyRing
 from .errors import install_error_handlers
+from .mcp import MCP_PATH, McpEndpoint
 from .metrics import ServerMetrics
 from .middleware import Authenticate, LimitBodySize, RecordRequests, StripTrailingSlash
 from .openapi import build_openapi
 from .routes import add_routes
 from .state import ServerState, Uploads
+from .web import add_web_routes
 
 __all__ = ["create_app", "serve", "tls_files"]
 
@@ -130,6 +132,9 @@ def create_app(
     app.state.ragflow = state
     install_error_handlers(app)
     add_routes(app, with_uploads=uploads is not None)
+    add_web_routes(app)  # the page at / (docs/web.md)
+    app.state.mcp = McpEndpoint()  # MCP tools at /mcp (docs/mcp.md)
+    app.add_route(MCP_PATH, app.state.mcp.app, methods=["POST"], include_in_schema=False)
     app.openapi = lambda: build_openapi(app, bool(keys), max_k)  # type: ignore[method-assign]
     return app
 
@@ -182,7 +187,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.owns_store and not _started(state.store):
         state.store.start()
     try:
-        yield
+        async with app.state.mcp.running():  # /mcp answers while the app runs
+            yield
     finally:
         if state.owns_store:
             log.info("stopping the document store")

@@ -48,6 +48,12 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): Role.ADMIN,
     ("GET", "/healthz"): OPEN,
     ("GET", "/readyz"): OPEN,
+    # The web page holds no data (it asks for a key and calls the API with it); its endpoints and the
+    # MCP tools answer within the key's scope, as the REST routes do.
+    ("GET", "/"): OPEN,
+    ("GET", "/v1/status"): Role.READ,
+    ("GET", "/v1/passage"): Role.READ,
+    ("POST", "/mcp"): Role.READ,
 }
 """``(method, route path template) -> role`` (``OPEN``: no key). ``HEAD`` is looked up as ``GET``."""
 

@@ -22,8 +22,9 @@ from .metrics import ServerMetrics
 
 __all__ = ["OPEN_PATHS", "ServerState", "Uploads", "caller_of", "state_of"]
 
-OPEN_PATHS = ("/healthz", "/readyz")
-"""Paths that answer without the API key (load balancers and orchestrators probe them)."""
+OPEN_PATHS = ("/healthz", "/readyz", "/")
+"""Paths that answer without the API key: the health checks (load balancers and orchestrators probe them)
+and the web page, which holds no data and asks for a key."""
 
 _T = TypeVar("_T")
 

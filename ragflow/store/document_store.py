@@ -25,7 +25,7 @@ from ..persistence import (
     TolerantCache,
     open_state,
 )
-from ..pipeline import DocumentFeed, IndexSink, build_pipeline
+from ..pipeline import ChunkPiece, DocumentFeed, IndexSink, build_pipeline
 from ..sources import position_scope
 from .async_api import AsyncStoreMethods
 from .checkpoint_wait import CheckpointWaits
@@ -261,6 +261,12 @@ class DocumentStore(AsyncStoreMethods):
     ) -> list[dict[str, Any]]:
         """Per-document metadata (Pathway's ``/v1/inputs``), optionally with ``_indexing_status``."""
         return self._reports.inputs(compile_filter(metadata_filter, filepath_globpattern), return_status)
+
+    def chunks(self, doc_id: str) -> tuple[ChunkPiece, ...]:
+        """The chunks of the version of ``doc_id`` the store holds, in document order (text, character
+        span in its parsed unit, page and location): empty when it holds none or the document failed.
+        What a citation's passage is shown among (its neighbours)."""
+        return self._reports.chunks(doc_id)
 
     def errors(self) -> list[DocumentError]:
         """Documents that could not be parsed, and chunks that could not be embedded."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..engine import Engine, RowError
 from ..filters import MetadataFilter
-from ..pipeline import DocumentFeed, chunk_id
+from ..pipeline import ChunkPiece, DocumentFeed, chunk_id
 from ..plugins import CONNECTORS
 from ..sources import SourceSample, source_status
 from .document_table import DocumentTable
@@ -162,6 +162,12 @@ class StoreReports:
                         entry["_stages"] = dict(self._table.stages.get(status.doc_id, {}))
             result.append(entry)
         return result
+
+    def chunks(self, doc_id: str) -> tuple[ChunkPiece, ...]:
+        """See ``DocumentStore.chunks``."""
+        with self._table.lock:
+            parsed = self._table.docs.get(doc_id)
+        return parsed.outcome.chunks if parsed is not None else ()
 
     def errors(self, doc_ids: Collection[str] | None = None) -> list[DocumentError]:
         """See ``DocumentStore.errors``; with ``doc_ids``, only the errors of those documents."""

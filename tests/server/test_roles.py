@@ -67,6 +67,10 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/metrics"): {},
     ("GET", "/healthz"): {},
     ("GET", "/readyz"): {},
+    ("GET", "/"): {},
+    ("GET", "/v1/status"): {},
+    ("GET", "/v1/passage"): {"params": {"doc_id": "guides/lantern.md", "start": 0, "end": 97}},
+    ("POST", "/mcp"): {"json": {"jsonrpc": "2.0", "id": 1, "method": "ping"}},
 }
 
 
