@@ -147,12 +147,11 @@ _IMAGE_SIGNATURES = (
     b"GIF89a",
     b"BM",
 )
-_EMAIL_HEADER = re.compile(
-    rb"\A(?:(?:Received|Return-Path|From|To|Subject|Date|Message-ID|MIME-Version|Delivered-To|X-[\w-]+)"
-    rb":[^\n]*\r?\n(?:[ \t][^\n]*\r?\n)*){3}",
-    re.I,
-)
-_MBOX_START = re.compile(rb"\AFrom \S+[^\n]*\d{4}\r?\n")
+# three header lines or more at the very start, one of them a header every message has
+_HEADER_LINES = re.compile(rb"\A(?:[A-Za-z][\w-]*:[^\n]*\r?\n(?:[ \t][^\n]*\r?\n)*){3}")
+_MAIL_HEADER = re.compile(rb"^(?:From|Received|Message-ID|Return-Path|Delivered-To):", re.I | re.M)
+# "From sender Tue Mar  4 09:30:00 2025": the separator line mbox writers put before each message
+_MBOX_START = re.compile(rb"\AFrom \S+ +\w{3} \w{3} [ \d]\d \d\d:\d\d(?::\d\d)? (?:\S+ )?\d{4}\r?\n")
 
 
 def media_type_format(media_type: str | None) -> DocumentFormat | None:
@@ -206,7 +205,8 @@ def detect_format(path: str, data: bytes, media_type: str | None = None) -> Docu
         head = data[:4096]
         if _MBOX_START.match(head):
             return DocumentFormat.MBOX
-        if _EMAIL_HEADER.match(head):
+        headers = _HEADER_LINES.match(head)
+        if headers and _MAIL_HEADER.search(headers.group()):
             return DocumentFormat.EMAIL
         if _HTML_START.match(data[: 64 * 1024]):
             return DocumentFormat.HTML

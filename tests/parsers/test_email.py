@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ragflow.errors import IncompleteParse
-from ragflow.parsers import DefaultParser, ParseLimits
+from ragflow.parsers import DefaultParser, DocumentFormat, ParseLimits, detect_format
 from tests.parsers.builders import make_docx, make_eml, make_html_only_eml
 from tests.parsers.conftest import located, parse
 
@@ -78,3 +78,10 @@ def test_mbox_messages_are_numbered_units() -> None:
     units = parse(mbox, "mail/archive.mbox")
     assert located(units, "message", "subject") == [(1, "First"), (2, "Second")]
     assert units[0].text.endswith("Storm warning for Monday.\nFrom the coast guard.")
+
+
+def test_a_mailbox_is_recognised_by_its_separator_line_but_prose_starting_with_from_is_not() -> None:
+    mbox = b"From ann@example.org Tue Mar  4 09:30:00 2025\n" + make_eml("Hello", "Body.")
+    assert detect_format("Mail/inbox", mbox) is DocumentFormat.MBOX
+    assert detect_format("Mail/one", make_eml("Hello", "Body.")) is DocumentFormat.EMAIL
+    assert detect_format("README", b"From the author, 2024\nThanks for reading.\n") is DocumentFormat.TEXT
