@@ -1,10 +1,12 @@
-"""Source code read as text. Python is cut at its top-level definitions (through ``ast``), so that a
-function or class is one unit (``symbol``, ``lines``) and stays whole in one chunk when it fits; other
-languages are one unit, with their ``language``."""
+"""Source code read as text, cut at its top-level definitions so that a function or class is one unit
+(``symbol``, ``lines``) and stays whole in one chunk when it fits: Python through ``ast``, curly-brace
+languages (JavaScript, TypeScript, Go, Rust, Java, C, C++, C#...) at blank lines outside braces; other
+languages (shell, SQL, YAML...) are one unit. Every unit has its ``language``."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import PurePosixPath
 
 from ragflow.documents import Metadata, TextUnit
@@ -25,6 +27,15 @@ _LANGUAGES = {
 }  # fmt: skip
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _MODULE = "(module)"
+_BRACE_LANGUAGES = frozenset(
+    {"javascript", "typescript", "go", "rust", "java", "kotlin", "scala", "c", "c++", "c#", "php", "swift"}
+)
+_DECLARED = re.compile(
+    r"\b(?:func|fn|function|class|struct|interface|enum|trait|impl|type|union|namespace|object)\s+"
+    r"(?:\([^)]*\)\s*)?([A-Za-z_$][\w$]*)"
+)
+_CALLABLE = re.compile(r"([A-Za-z_$][\w$]*)\s*\([^;]*\)\s*(?:\{|=>|$)")
+_BRACES = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|//.*|[{}]")
 
 
 def parse_code(data: bytes, metadata: Metadata, context: ParseContext) -> list[TextUnit]:
@@ -40,7 +51,57 @@ def parse_code(data: bytes, metadata: Metadata, context: ParseContext) -> list[T
             return _python_units(text, meta)
         except (SyntaxError, ValueError):  # not valid Python (a Python 2 file...): still text
             pass
+    elif language in _BRACE_LANGUAGES:
+        units = _brace_units(text, meta)
+        if units:
+            return units
     return [TextUnit(text, meta)]
+
+
+def _brace_units(text: str, metadata: Metadata) -> list[TextUnit]:
+    """Curly-brace languages, without a parser per language: the file cut at blank lines outside any
+    braces (so a function whose body has blank lines stays whole), each block named by the first
+    declaration in it (``func area``, ``class Tide``, ``int main(...) {``); runs of blocks without a
+    declaration (imports, constants) are one ``(module)`` unit. Braces in strings and ``//`` comments are
+    ignored; unbalanced braces (a ``/* { */`` comment...) give ``[]``, and the file stays one unit."""
+    lines = text.splitlines(keepends=True)
+    blocks: list[tuple[int, int, str]] = []  # first line, end line (exclusive), symbol
+    depth, start = 0, None
+    for number, line in enumerate(lines):
+        if start is None and line.strip():
+            start = number
+        for token in _BRACES.findall(line):
+            depth += {"{": 1, "}": -1}.get(token, 0)
+        if depth < 0:
+            return []
+        ends = not line.strip() or number == len(lines) - 1
+        if depth == 0 and start is not None and ends:
+            block = "".join(lines[start : number + 1])
+            symbol = _symbol(block)
+            if blocks and symbol == _MODULE and blocks[-1][2] == _MODULE:
+                blocks[-1] = (blocks[-1][0], number + 1, _MODULE)
+            else:
+                blocks.append((start, number + 1, symbol))
+            start = None
+    if depth != 0 or len(blocks) < 2:
+        return []
+    units = []
+    for first, end, symbol in blocks:
+        chunk = "".join(lines[first:end]).rstrip()
+        last = first + chunk.count("\n") + 1
+        units.append(TextUnit(chunk, {**metadata, "symbol": symbol, "lines": f"{first + 1}-{last}"}))
+    return units
+
+
+def _symbol(block: str) -> str:
+    for line in block.splitlines():
+        code = line.strip()
+        if not code or code.startswith(("//", "/*", "*", "#", "@", "import ", "package ", "use ")):
+            continue
+        found = _DECLARED.search(code) or (_CALLABLE.search(code) if not line[:1].isspace() else None)
+        if found:
+            return found.group(1)
+    return _MODULE
 
 
 def _python_units(text: str, metadata: Metadata) -> list[TextUnit]:

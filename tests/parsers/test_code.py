@@ -39,8 +39,42 @@ def test_python_is_one_unit_per_top_level_definition_with_its_lines() -> None:
     )
 
 
-def test_other_languages_and_broken_python_are_one_unit_of_text() -> None:
-    [go] = parse(b"package main\n\nfunc main() {}\n", "cmd/main.go")
-    assert (go.text, go.metadata["language"]) == ("package main\n\nfunc main() {}\n", "go")
+GO = b"""package main
+
+import "math"
+
+// Area of a circle.
+func area(r float64) float64 {
+\tx := r * r
+
+\treturn math.Pi * x
+}
+
+func main() {
+\tprintln("{", area(2))
+}
+"""
+
+
+def test_curly_brace_languages_are_cut_at_top_level_blocks_keeping_a_function_whole() -> None:
+    units = parse(GO, "cmd/main.go")
+    assert located(units, "symbol", "lines", "language") == [
+        ("(module)", "1-3", "go"),
+        ("area", "5-10", "go"),
+        ("main", "12-14", "go"),
+    ]
+    assert (
+        units[1].text
+        == "// Area of a circle.\nfunc area(r float64) float64 {\n\tx := r * r\n\n\treturn math.Pi * x\n}"
+    )
+    [js] = parse(b"export function f() {\n  return 1;\n}\n", "f.js")
+    assert (js.text, js.metadata["language"]) == ("export function f() {\n  return 1;\n}\n", "javascript")
+
+
+def test_unbalanced_braces_other_languages_and_broken_python_are_one_unit_of_text() -> None:
+    [c] = parse(b"/* { */\nint a;\n\nint main() { return 0; }\n", "a.c")
+    assert "symbol" not in c.metadata
+    [sh] = parse(b"#!/bin/sh\necho hi\n\necho there\n", "run.sh")
+    assert (sh.text, sh.metadata["language"]) == ("#!/bin/sh\necho hi\n\necho there\n", "shell")
     [broken] = parse(b"print 'python 2'\n", "old.py")
     assert broken.text == "print 'python 2'\n" and "symbol" not in broken.metadata
