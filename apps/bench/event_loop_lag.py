@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import tempfile
@@ -120,7 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", type=int, default=50)
     parser.add_argument("--tick-ms", type=float, default=10.0)
     parser.add_argument("--queries", type=int, default=8, help="queries awaited at once")
+    parser.add_argument(
+        "--watch-gc", action="store_true", help="also list every garbage collection that took over 50 ms"
+    )
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="make gc.freeze() a no-op (the baseline before the embedder froze its model's objects)",
+    )
     args = parser.parse_args(argv)
+    if args.no_freeze:
+        gc.freeze = lambda: None
+    slow = SlowCollections() if args.watch_gc else None
     with tempfile.TemporaryDirectory() as tmp:
         queries = write_documents(Path(tmp), args.documents)
         result = asyncio.run(measure(Path(tmp), queries, tick=args.tick_ms / 1000, concurrent=args.queries))
@@ -131,7 +143,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.queries_during_indexing} queries awaited during indexing; "
         f"{result.queries_right}/{result.queries} concurrent queries found their document"
     )
+    if slow is not None:
+        print(f"collections over 50 ms (ms, generation): {slow.found or 'none'}")
     return 0
+
+
+class SlowCollections:
+    """Records every garbage collection that holds the interpreter lock for over 50 ms."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[int, int]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif (took := time.perf_counter() - self._started) > 0.05:
+            self.found.append((round(took * 1000), info["generation"]))
 
 
 if __name__ == "__main__":
