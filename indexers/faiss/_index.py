@@ -113,7 +113,7 @@ class FaissIndex:
         self,
         dim: int,
         kind: Literal["auto", "flat", "hnsw"] = "auto",
-        hnsw_threshold: int = 65536,
+        hnsw_threshold: int = 20000,
         hnsw_m: int = 16,
         ef_search: int = 64,
         ef_construction: int = 40,

@@ -295,3 +295,48 @@ def test_a_configuration_file_sets_the_index_options_with_paths_relative_to_it(t
     assert isinstance(index, FaissIndex)
     assert (index.kind, index.hnsw_threshold, index.vectors) == ("auto", 1000, "sq8")
     assert index.graph_dir == str(tmp_path / "state" / "graphs") and os.path.isdir(index.graph_dir)
+
+
+def test_a_store_restarted_over_its_state_adopts_the_graphs_kept_in_graph_dir(tmp_path: Path) -> None:
+    from ragflow.connectors.folder import FolderSource
+    from ragflow.store import DocumentStore
+    from tests.fakes.hashing_embedder import HashingEmbedder
+
+    folder, state = tmp_path / "docs", tmp_path / "state"
+    folder.mkdir()
+    rng = np.random.default_rng(59)
+    words = [f"w{i}" for i in range(400)]
+    for doc in range(120):
+        paragraphs = [" ".join(rng.choice(words, 40)) for _ in range(8)]
+        (folder / f"doc{doc:03d}.md").write_text("\n\n".join(paragraphs))
+
+    def store() -> DocumentStore:
+        index = FaissIndex(64, kind="hnsw", block_size=128, graph_dir=str(state / "graphs"))
+        embedder = HashingEmbedder(max_tokens=40)
+        return DocumentStore(
+            FolderSource(folder, reconcile_interval=None), embedder=embedder, state_dir=state, index=index
+        )
+
+    first = store()
+    first.start()
+    assert first.wait_until_fresh(60)
+    first.stop()
+    assert isinstance(first.index, FaissIndex)
+    first.index.wait_for_graphs()
+    first.index.close()
+    saved = first.index.stats()
+    assert saved.blocks >= 4
+    queries = rng.standard_normal((10, 64)).astype(np.float32)
+    before = [ids(first.index, q) for q in queries]
+
+    second = store()  # the restore refills the index from the saved documents, reviving the kept graphs
+    assert isinstance(second.index, FaissIndex)
+    try:
+        stats = second.index.stats()
+        assert stats.count == saved.count and stats.blocks == saved.blocks and stats.graphs_pending == 0
+        assert [ids(second.index, q) for q in queries] == before
+        second.start()
+        assert second.wait_until_fresh(60)
+    finally:
+        second.stop()
+        second.index.close()
