@@ -340,3 +340,30 @@ def test_a_store_restarted_over_its_state_adopts_the_graphs_kept_in_graph_dir(tm
     finally:
         second.stop()
         second.index.close()
+
+
+def test_an_index_file_of_the_previous_format_still_loads(tmp_path: Path) -> None:
+    vectors = unit_vectors(300, 8, seed=60)
+    live = np.packbits(np.ones(300, dtype=np.uint8), bitorder="little")
+    payload = {  # what format 1 wrote: one pickle, vectors and serialized graphs inside it
+        "format": "ragflow-faiss/1",
+        "dim": 8,
+        "block_size": 65536,
+        "groups": [{"doc": 0}],
+        "blocks": [
+            {
+                "vectors": vectors,
+                "ids": np.arange(300, dtype=np.int64),
+                "gids": np.zeros(300, dtype=np.int64),
+                "texts": [f"text {i}" for i in range(300)],
+                "live": live,
+                "hnsw": None,
+            }
+        ],
+    }
+    path = tmp_path / "old.bin"
+    path.write_bytes(pickle.dumps(payload))
+    index = FaissIndex(8)
+    index.load(str(path))
+    assert index.count() == 300
+    assert index.search(vectors[42], 1)[0].text == "text 42"
