@@ -43,6 +43,11 @@
       askForKey(key ? "The server refused this key." : "This server needs an API key.");
       throw new Unauthorized("no key");
     }
+    if (response.status === 429) {
+      const body = await response.json().catch(() => null);
+      askForKey(body && body.error ? body.error.message : "Too many requests with a wrong key; wait a minute.");
+      throw new Unauthorized("rate limited");
+    }
     return response;
   }
 
@@ -253,7 +258,8 @@
   // -- status --------------------------------------------------------------------------------------
 
   async function refresh(force) {
-    if (document.hidden && !force) return;
+    // no polling while the page waits for a key: each refused request counts against this client
+    if (!force && (document.hidden || !$("key-panel").hidden)) return;
     let status;
     try {
       status = await apiJson("/v1/status");
