@@ -44,7 +44,7 @@ def translate(predicate: object) -> SqlFilter:
         import jmespath
 
         try:
-            parts.append(_node(jmespath.compile(predicate.expression).parsed))
+            parts.append(_node(dict(jmespath.compile(predicate.expression).parsed)))
         except Exception:  # the filter compiled it; anything odd here just means "not translated"
             parts.append(_TRUE)
     if not parts:
@@ -119,7 +119,8 @@ def _comparator(node: dict[str, Any]) -> tuple[str, tuple[Any, ...], bool]:
         return "FALSE", (), True  # ordering anything but two numbers or two strings is null: no match
     if isinstance(literal, str):
         # Python orders strings by code point, as a "C" collation orders UTF-8 bytes
-        sql = f"CASE WHEN jsonb_typeof({value}) = 'string' THEN ({value} #>> '{{}}') COLLATE \"C\" {order} %s ELSE FALSE END"
+        text = f"({value} #>> '{{}}') COLLATE \"C\""
+        sql = f"CASE WHEN jsonb_typeof({value}) = 'string' THEN {text} {order} %s ELSE FALSE END"
         return sql, (*params, *params, literal), True
     sql = f"CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::numeric {order} %s ELSE FALSE END"
     return sql, (*params, *params, literal), True

@@ -163,8 +163,9 @@ class PgvectorIndex:
                     cursor.executemany(
                         f"""INSERT INTO {chunks} (id, doc_id, text, metadata, extra, embedding)
                         VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s)
-                        ON CONFLICT (id) DO UPDATE SET doc_id = EXCLUDED.doc_id, text = EXCLUDED.text,
-                            metadata = EXCLUDED.metadata, extra = EXCLUDED.extra, embedding = EXCLUDED.embedding
+                        ON CONFLICT (id) DO UPDATE SET doc_id = EXCLUDED.doc_id,
+                            text = EXCLUDED.text, metadata = EXCLUDED.metadata, extra = EXCLUDED.extra,
+                            embedding = EXCLUDED.embedding
                         WHERE ({chunks}.doc_id, {chunks}.text, {chunks}.metadata, {chunks}.extra,
                             {chunks}.embedding) IS DISTINCT FROM (EXCLUDED.doc_id, EXCLUDED.text,
                             EXCLUDED.metadata, EXCLUDED.extra, EXCLUDED.embedding)""",
@@ -178,7 +179,8 @@ class PgvectorIndex:
                         f"""INSERT INTO {docs} (doc_id, metadata, chunks, error, indexed_at)
                         VALUES (%s, %s::jsonb, %s, %s, %s)
                         ON CONFLICT (doc_id) DO UPDATE SET metadata = EXCLUDED.metadata,
-                            chunks = EXCLUDED.chunks, error = EXCLUDED.error, indexed_at = EXCLUDED.indexed_at""",
+                            chunks = EXCLUDED.chunks, error = EXCLUDED.error,
+                            indexed_at = EXCLUDED.indexed_at""",
                         [(e.doc_id, _json(e.metadata), e.chunks, _text(e.error), now) for e in entries],
                     )
 
@@ -220,7 +222,7 @@ class PgvectorIndex:
             docs = conn.execute(
                 f"SELECT doc_id, metadata::text, chunks, error, indexed_at FROM {self.tables.documents}"
             ).fetchall()
-        vectors = np.stack([np.asarray(r[5], np.float32) for r in chunks]) if chunks else np.zeros((0, self.dim))
+        vectors = np.stack([_array(r[5]) for r in chunks]) if chunks else np.zeros((0, self.dim))
         header = {"magic": _MAGIC, "dim": self.dim, "chunks": [r[:5] for r in chunks], "documents": docs}
         target = Path(path)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -386,18 +388,22 @@ class PgvectorIndex:
         """The exact top ``k``: every row passing ``where``, by distance (``+ 0`` keeps the planner off
         the approximate index), read in batches until ``k`` pass ``filter``."""
         hits: list[Hit] = []
-        with self._pool.connection() as conn, _failing("search", self.table), conn.transaction():
-            with conn.cursor(name="ragflow_scan") as cursor:
-                cursor.execute(
-                    f"SELECT id, text, metadata, extra, embedding <=> %s AS dist FROM {self.tables.chunks} "
-                    f"WHERE {where.sql} ORDER BY (embedding <=> %s) + 0, id",
-                    (query, *where.params, query),
-                )
-                while len(hits) < k:
-                    rows = cursor.fetchmany(max(4 * k, 256))
-                    if not rows:
-                        break
-                    hits += _accepted(rows, filter)
+        with (
+            self._pool.connection() as conn,
+            _failing("search", self.table),
+            conn.transaction(),
+            conn.cursor(name="ragflow_scan") as cursor,
+        ):
+            cursor.execute(
+                f"SELECT id, text, metadata, extra, embedding <=> %s AS dist FROM {self.tables.chunks} "
+                f"WHERE {where.sql} ORDER BY (embedding <=> %s) + 0, id",
+                (query, *where.params, query),
+            )
+            while len(hits) < k:
+                rows = cursor.fetchmany(max(4 * k, 256))
+                if not rows:
+                    break
+                hits += _accepted(rows, filter)
         return hits[:k]
 
 
@@ -410,6 +416,11 @@ def _accepted(rows: Iterable[tuple[Any, ...]], filter: Callable[[Metadata], bool
     ]
     hits.sort(key=lambda hit: (hit.dist, hit.id))
     return hits
+
+
+def _array(vector: Any) -> npt.NDArray[np.float32]:
+    # pgvector's adapter reads vectors as numpy arrays, or as its Vector in some versions
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, np.float32)
 
 
 def _json(value: Any) -> str:
@@ -459,7 +470,7 @@ class _Pool:
         from pgvector.psycopg import register_vector
 
         register_vector(conn)
-        conn.execute("SET hnsw.ef_search = %s" % int(self.ef_search))
+        conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
         # go on past ef_search candidates while too few pass a filter (pgvector 0.8)
         conn.execute("SET hnsw.iterative_scan = strict_order")
         self._registered = True

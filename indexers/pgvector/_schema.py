@@ -48,8 +48,8 @@ class Tables:
                 extra jsonb NOT NULL,
                 embedding vector({dim}) NOT NULL)""",
             f'CREATE INDEX IF NOT EXISTS "{name}_doc_id" ON {self.chunks} (doc_id)',
-            f'CREATE INDEX IF NOT EXISTS "{name}_hnsw" ON {self.chunks} USING hnsw '
-            f"(embedding vector_cosine_ops) WITH (m = {int(hnsw_m)}, ef_construction = {int(ef_construction)})",
+            f'CREATE INDEX IF NOT EXISTS "{name}_hnsw" ON {self.chunks} USING hnsw (embedding '
+            f"vector_cosine_ops) WITH (m = {int(hnsw_m)}, ef_construction = {int(ef_construction)})",
             f"""CREATE TABLE IF NOT EXISTS {self.documents} (
                 doc_id text PRIMARY KEY,
                 metadata jsonb NOT NULL,

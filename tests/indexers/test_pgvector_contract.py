@@ -12,7 +12,7 @@ from tests.servers.postgres import PostgresServer, shared_postgres
 pytest.importorskip("psycopg")
 pytest.importorskip("pgvector")
 
-from ragflow.indexers.pgvector import PgvectorIndex  # noqa: E402
+from ragflow.indexers.pgvector import PgvectorIndex
 
 
 class TestPgvectorIndex(VectorIndexContract):
