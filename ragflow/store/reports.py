@@ -13,7 +13,7 @@ from typing import Any
 
 from ..engine import Engine, RowError
 from ..filters import MetadataFilter
-from ..pipeline import ChunkPiece, DocumentFeed, chunk_id
+from ..pipeline import ChunkPiece, DocumentFeed, chunk_keys
 from ..plugins import CONNECTORS
 from ..sources import SourceSample, source_status
 from .document_table import DocumentTable
@@ -230,11 +230,10 @@ class StoreReports:
         if self._owners_memo is not None and self._owners_memo[0] == memo_key:
             return self._owners_memo[1]  # /metrics and /v1/errors ask often; documents change per epoch
         for doc_id, parsed in self._table.items():
-            for piece in parsed.outcome.chunks:
-                key = chunk_id(doc_id, piece.page_number, piece.ordinal)
+            pieces = parsed.outcome.chunks
+            for piece, key in zip(pieces, chunk_keys(doc_id, pieces), strict=True):
                 if key in chunk_ids:
-                    page = f" (page {piece.page_number})" if piece.page_number is not None else ""
-                    owners[key] = (doc_id, f"chunk {piece.ordinal}{page}")
+                    owners[key] = (doc_id, _chunk_place(piece))
             if len(owners) == len(chunk_ids):
                 break
         self._owners_memo = (memo_key, owners)
@@ -276,3 +275,10 @@ def _loaded(entry: EntryPoint) -> object:
         return entry.load()
     except Exception:  # a broken plugin must not break a report
         return None
+
+
+def _chunk_place(piece: ChunkPiece) -> str:
+    """Where a chunk is in its document, for an error message: ``chunk 2 (page 4)``, ``chunk 0 (slide 3)``."""
+    where = [f"page {piece.page_number}"] if piece.page_number is not None else []
+    where += [f"{name} {value}" for name, value in (piece.location or {}).items()]
+    return f"chunk {piece.ordinal}" + (f" ({', '.join(where)})" if where else "")

@@ -175,3 +175,28 @@ def test_a_restart_restores_locations_and_chunk_ids_without_embedding_again(tmp_
         assert embedder.embedded == []
         assert contents(second) == before
         assert best(second, "copper reef charts").metadata["slide_title"] == "Reef"
+
+
+class RefusingEmbedder(HashingEmbedder):
+    """Fails on any batch holding a text with ``word``, as a model or an embeddings API may."""
+
+    def __init__(self, word: str) -> None:
+        super().__init__()
+        self.word = word
+
+    def embed(self, texts: Any) -> Any:
+        if any(self.word in text for text in texts):
+            raise RuntimeError(f"cannot embed a text with {self.word!r}")
+        return super().embed(texts)
+
+
+def test_a_chunk_that_cannot_be_embedded_is_the_error_of_its_slide(tmp_path: Path) -> None:
+    write(tmp_path, {"deck.pptx": make_pptx(SLIDES)})
+    source = FolderSource(tmp_path, reconcile_interval=None)
+    with DocumentStore(source, embedder=RefusingEmbedder("Copper")) as store:
+        assert store.wait_until_fresh(30)
+        assert eventually(lambda: bool(store.errors()))
+        (error,) = store.errors()
+        # the chunk's id comes from its slide, not a page: its error must still find its document
+        assert error.doc_id == "deck.pptx", error
+        assert "slide 2" in error.message and "cannot embed" in error.message, error.message
