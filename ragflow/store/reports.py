@@ -13,7 +13,7 @@ from typing import Any
 
 from ..engine import Engine, RowError
 from ..filters import MetadataFilter
-from ..pipeline import ChunkPiece, DocumentFeed, chunk_keys
+from ..pipeline import ChunkPiece, DocumentFeed, ParsedDoc, chunk_keys
 from ..plugins import CONNECTORS
 from ..sources import SourceSample, source_status
 from .document_table import DocumentTable
@@ -23,7 +23,9 @@ __all__ = ["DocumentError", "DocumentStatus", "Progress", "SourceReport", "Store
 
 @dataclass(frozen=True, slots=True)
 class DocumentStatus:
-    """Where one document stands: ``INGESTED`` (seen, not yet searchable), ``INDEXED`` or ``ERROR``."""
+    """Where one document stands: ``INGESTED`` (seen, not yet searchable), ``INDEXED`` or ``ERROR``
+    (nothing of it could be indexed). An ``INDEXED`` document may still carry an ``error``: the part of it
+    that could not be read."""
 
     doc_id: str
     metadata: dict[str, Any]
@@ -105,7 +107,7 @@ class StoreReports:
             docs = {
                 doc_id: doc
                 for doc_id, doc in table.docs.items()
-                if doc.outcome.error is None and (predicate is None or predicate(doc.row.metadata))
+                if _searchable(doc) and (predicate is None or predicate(doc.row.metadata))
             }
             modified = [int(m) for d in docs.values() if (m := d.row.metadata.get("modified_at")) is not None]
             if predicate is None:
@@ -130,7 +132,7 @@ class StoreReports:
                 statuses[doc_id] = DocumentStatus(
                     doc_id,
                     dict(doc.row.metadata),
-                    "ERROR" if error else "INDEXED",
+                    "INDEXED" if _searchable(doc) else "ERROR",
                     len(doc.outcome.chunks),
                     error,
                     _seconds(self._seen_ns(doc_id)),
@@ -282,3 +284,9 @@ def _chunk_place(piece: ChunkPiece) -> str:
     where = [f"page {piece.page_number}"] if piece.page_number is not None else []
     where += [f"{name} {value}" for name, value in (piece.location or {}).items()]
     return f"chunk {piece.ordinal}" + (f" ({', '.join(where)})" if where else "")
+
+
+def _searchable(doc: ParsedDoc) -> bool:
+    """Whether any of a document is in the index: a document read only in part (a scanned page without
+    OCR, an attachment past its cap) is indexed, with its error telling what is missing."""
+    return doc.outcome.error is None or bool(doc.outcome.chunks)

@@ -200,3 +200,24 @@ def test_a_chunk_that_cannot_be_embedded_is_the_error_of_its_slide(tmp_path: Pat
         # the chunk's id comes from its slide, not a page: its error must still find its document
         assert error.doc_id == "deck.pptx", error
         assert "slide 2" in error.message and "cannot embed" in error.message, error.message
+
+
+def test_a_document_read_in_part_is_indexed_and_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.parsers.builders import make_pdf_with_scan
+    from tests.parsers.test_pdf import SCAN
+
+    monkeypatch.setattr("ragflow.parsers._pdf.ocr_available", lambda: False)
+    write(tmp_path, {"manual.pdf": make_pdf_with_scan(["Typed page about the granite quay", SCAN])})
+    with DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=HashingEmbedder()) as store:
+        assert store.wait_until_fresh(30)
+        (status,) = store.documents()
+        assert (status.status, status.chunks > 0) == ("INDEXED", True), status
+        assert (
+            status.error
+            == f"page 2 of {tmp_path / 'manual.pdf'} has no text layer; install ragflow[ocr] to read it"
+        )
+        assert store.statistics()["file_count"] == 1
+        assert [e.doc_id for e in store.errors()] == ["manual.pdf"]
+        assert best(store, "granite quay").metadata["path"].endswith("manual.pdf")
