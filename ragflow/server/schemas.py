@@ -99,6 +99,11 @@ class CitationModel(BaseModel):
     end: int | None
     text: str
     dist: float
+    location: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Where the passage is inside its document: page_number, slide and slide_title, sheet and "
+        "rows, section, cell, chapter, attachment... (only the fields its format has)",
+    )
 
 
 class AnswerResponse(BaseModel):
