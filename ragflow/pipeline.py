@@ -38,6 +38,7 @@ __all__ = [
     "ParsedDoc",
     "build_pipeline",
     "chunk_keys",
+    "document_chunks",
 ]
 
 log = logging.getLogger("ragflow.pipeline")
@@ -338,6 +339,18 @@ def _parse_one(parser: Parser, splitter: Splitter, row: DocRow) -> ParseOutcome:
     except Exception as exc:  # a parser bug must not stop other documents
         log.exception("parser failed on %s", row.doc_id)
         return ParseOutcome(error=f"parser failed on {row.doc_id!r}: {type(exc).__name__}: {exc}")
+
+
+def document_chunks(
+    change: DocumentChange, source: str, parser: Parser, splitter: Splitter
+) -> tuple[DocRow, ParseOutcome, list[tuple[int, ChunkRow]]]:
+    """One upsert parsed and split exactly as the pipeline does it: the document's row (without its
+    bytes), the parse outcome (``error`` set on failure, or beside the chunks of a partial parse) and
+    the chunks by id. For processes that index without the engine (``ragflow worker``)."""
+    row = _row_of(change, source)
+    outcome = _parse_one(parser, splitter, row)
+    row = replace(row, data=None)
+    return row, outcome, _chunks_of(change.doc_id, ParsedDoc(row, outcome))
 
 
 def _location(unit: Mapping[str, Any], document: Mapping[str, Any]) -> FrozenDict | None:

@@ -281,6 +281,17 @@ class PgvectorIndex:
             ).fetchall()
         return {(topic, int(partition)): int(offset) for topic, partition, offset in rows}
 
+    def stored_vectors(self, doc_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """``text -> vector`` of the chunks stored for ``doc_ids``: a worker re-indexing an edited
+        document embeds only the chunks whose text is new, whichever worker embedded the others."""
+        if not doc_ids:
+            return {}
+        with self._pool.connection() as conn, _failing("read vectors from", self.table):
+            rows = conn.execute(
+                f"SELECT text, embedding FROM {self.tables.chunks} WHERE doc_id = ANY(%s)", (list(doc_ids),)
+            ).fetchall()
+        return {text: _array(vector) for text, vector in rows}
+
     def document_rows(self, filter: Callable[[Metadata], bool] | None = None) -> list[dict[str, Any]]:
         """The documents as the last commits left them (``doc_id``, ``metadata``, ``chunks``, ``error``,
         ``indexed_at``) whose metadata ``filter`` accepts, sorted by id."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ragflow import __version__
-from ragflow.cli import _bench, _index, _mcp, _publish, _query, _serve, _status
+from ragflow.cli import _bench, _feed, _index, _mcp, _publish, _query, _serve, _status, _worker
 from ragflow.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from ragflow.cli._output import say
 from ragflow.errors import ConfigError, RagflowError
@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
     "bench": _bench,
     "publish": _publish,
     "mcp": _mcp,
+    "worker": _worker,
+    "feed": _feed,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import TextIO
@@ -10,6 +11,16 @@ from typing import TextIO
 def say(message: str, stream: TextIO | None = None) -> None:
     """Print ``message`` on ``stream`` (default: stderr), at once."""
     print(message, file=stream or sys.stderr, flush=True)
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log-level``, the level ``configure_logging`` takes."""
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log on stderr (default: info)",
+    )
 
 
 def configure_logging(ragflow_level: str) -> None:

@@ -27,14 +27,22 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``publish``'s options."""
     parser.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to send")
+    add_producer_arguments(parser)
+    parser.add_argument(
+        "--delete", action="append", default=[], metavar="KEY", help="send a tombstone for KEY (repeatable)"
+    )
+    parser.add_argument(
+        "--include-hidden", action="store_true", help="also send files whose name starts with ."
+    )
+
+
+def add_producer_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--topic``, ``--bootstrap-servers`` and ``-X`` settings: where messages go (publish, feed)."""
     parser.add_argument("--topic", required=True, help="the topic to send to")
     parser.add_argument(
         "--bootstrap-servers",
         default=os.environ.get("RAGFLOW_KAFKA_BOOTSTRAP", "localhost:9092"),
         help="brokers, host:port[,...] (default: $RAGFLOW_KAFKA_BOOTSTRAP or localhost:9092)",
-    )
-    parser.add_argument(
-        "--delete", action="append", default=[], metavar="KEY", help="send a tombstone for KEY (repeatable)"
     )
     parser.add_argument(
         "-X",
@@ -43,9 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a librdkafka producer setting (SASL, TLS, message.max.bytes...), repeatable",
-    )
-    parser.add_argument(
-        "--include-hidden", action="store_true", help="also send files whose name starts with ."
     )
 
 

@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", help="PEM certificate to serve HTTPS with (default: server.tls_cert)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (default: server.tls_key)")
     parser.add_argument(
+        "--index",
+        choices=["pgvector"],
+        help="serve as a stateless query replica of the shared index the configuration's index section "
+        "names (kind: pgvector), which 'ragflow worker' processes fill; its sources are not read",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -74,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
     keys = KeyRing.from_config(server)  # key files are read now: a wrong path fails before the model loads
     _check_port_free(host, port)
     llm = config.llm_settings()
-    sources = config.build_sources()
-    uploads = _upload_source(config, sources)
-    if uploads is not None and uploads not in sources:
-        sources = [*sources, uploads]
-    store = config.build_store(sources=sources)
+    if args.index is not None:
+        store, sources, uploads = _replica_store(config, args.index), [], None
+    else:
+        sources = config.build_sources()
+        uploads = _upload_source(config, sources)
+        if uploads is not None and uploads not in sources:
+            sources = [*sources, uploads]
+        store = config.build_store(sources=sources)
     app = create_app(
         store,
         uploads=uploads,  # type: ignore[arg-type]  # an UploadSource, found by entry point
@@ -94,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         cors_origins=server.cors_origins,
     )
     url = f"{'https' if tls[0] else 'http'}://{host}:{port}"
-    say(f"ragflow {__version__}: indexing {', '.join(source.name for source in sources)}")
+    what = f"indexing {', '.join(s.name for s in sources)}" if sources else f"replica of {args.index}"
+    say(f"ragflow {__version__}: {what}")
     say(f"serving {url} (API reference at {url}/docs); stop with Ctrl-C or SIGTERM")
     say(f"web page: {url}/  MCP (streamable HTTP): {url}/mcp")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM before the server runs: stop cleanly
@@ -161,6 +171,19 @@ def _upload_source(config: RagflowConfig, sources: Sequence[DocumentSource]) -> 
         name="upload", directory=Path(state_dir) / "uploads" if state_dir is not None else None
     )
     return upload
+
+
+def _replica_store(config: RagflowConfig, kind: str) -> DocumentStore:
+    """A query replica over the configured shared index (``ReplicaStore``), which must be ``kind``."""
+    from ragflow.store.replica import ReplicaStore
+
+    if config.index.kind != kind:
+        raise ConfigError(
+            f"--index {kind} serves the shared index of the configuration's index section, which is "
+            f"{config.index.kind!r}: set index: {{kind: {kind}, dsn: ..., table: ...}}"
+        )
+    embedder = config.build_embedder()
+    return ReplicaStore(config.build_index(embedder.dim), embedder=embedder)
 
 
 def _stop_store(store: DocumentStore) -> None:
