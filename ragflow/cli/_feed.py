@@ -5,6 +5,7 @@ A document always goes to the same partition, so exactly one worker owns it at a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import mimetypes
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     feeds = [
-        _Feed(source, producer, args.topic, state_dir / f"feed-{source.name}.json") for source in sources
+        _Feed(source, producer, args.topic, state_dir / _positions_name(source.name)) for source in sources
     ]
     threads = [
         threading.Thread(target=feed.run, args=(stop, "static" if args.once else "streaming"), daemon=True)
@@ -136,6 +137,11 @@ class _Feed:
             # positions stay as saved: a restart sends these changes again (at least once)
             raise CommandError(f"{left} messages undelivered, {len(failures)} failed: {failures[:3]}")
         _write_positions(self.positions_file, self.positions)
+
+
+def _positions_name(source: str) -> str:
+    """The file of a source's positions (a source's name may hold a path: ``folder:/srv/docs``)."""
+    return f"feed-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.json"
 
 
 def _read_positions(path: Path) -> dict[str, Any]:
