@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pathway-commit-ms",
         type=int,
-        help="also run Pathway with this autocommit_duration_ms for its folder and REST connectors "
+        help="also run Pathway with this autocommit_duration_ms for its folder connector "
         "(its default, 1500 ms, is the first Pathway run)",
     )
     parser.add_argument("--skip-ragflow", action="store_true", help="run only the Pathway server(s)")

