@@ -7,6 +7,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from ragflow.documents import Hit
 from ragflow.filters import MetadataFilter
 
 from ._blocks import BitArray, BlockView, FloatArray, IntArray, Metadata, Snapshot, count_bits, live_rows
+from ._compact import one_thread
 
 Predicate = Callable[[Metadata], bool]
 BoolArray = npt.NDArray[np.bool_]
@@ -47,6 +49,16 @@ def search_snapshot(
 ) -> list[list[Hit]]:
     """The ``k`` nearest live rows to each of the (normalised) ``queries`` among those whose group
     ``match`` allows (all when ``None``), by ascending cosine distance, ties by id."""
+    # A few queries search in the calling thread: an OpenMP region per block would only add thread
+    # hand-offs (one query is not split across threads) and, on a busy machine, waits for the other core.
+    threads = one_thread() if len(queries) < faiss.cvar.distance_compute_blas_threshold else nullcontext()
+    with threads:
+        return _search_views(snapshot, queries, k, match, settings)
+
+
+def _search_views(
+    snapshot: Snapshot, queries: FloatArray, k: int, match: BoolArray | None, settings: SearchSettings
+) -> list[list[Hit]]:
     scores: list[FloatArray] = []
     rows: list[IntArray] = []
     owners: list[int] = []
