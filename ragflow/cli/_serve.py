@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from ragflow.server.app import tls_files
         from ragflow.server.audit import AuditLog
         from ragflow.server.auth import KeyRing
+        from ragflow.server.limits import RequestLimits
     except ImportError as exc:
         raise CommandError(
             f"`ragflow serve` needs the REST server (ragflow.server), which this installation lacks ({exc})"
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         if server.audit_log
         else None,
         cors_origins=server.cors_origins,
+        limits=RequestLimits.of(server),
     )
     url = f"{'https' if tls[0] else 'http'}://{host}:{port}"
     what = f"indexing {', '.join(s.name for s in sources)}" if sources else f"replica of {args.index}"

@@ -205,6 +205,20 @@ class ServerConfig(Section):
     """The most chunks one retrieval may ask for."""
     max_request_bytes: int = Field(default=10_000_000, ge=1024)
     """The largest request body accepted (uploads included)."""
+    max_query_chars: int = Field(default=10_000, ge=1)
+    """The longest retrieval query; longer is a 400 (the local model reads ~1,000-2,000 characters)."""
+    max_prompt_chars: int = Field(default=20_000, ge=1)
+    """The longest ``/v2/answer`` prompt; longer is a 400."""
+    max_chat_chars: int = Field(default=100_000, ge=1)
+    """The most text the messages of one chat completion may hold together; more is a 400."""
+    max_json_depth: int = Field(default=32, ge=1)
+    """How deeply a JSON body may nest; deeper is a 400 before it is parsed."""
+    max_inflight_queries: int = Field(default=24, ge=1)
+    """Retrievals and other reads handled at once; more are answered 503 with ``Retry-After``."""
+    max_inflight_answers: int = Field(default=4, ge=1)
+    """Answers, summaries and chat completions handled at once; more are answered 503."""
+    max_inflight_uploads: int = Field(default=8, ge=1)
+    """Uploads and deletes handled at once; more are answered 503."""
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     """Named keys with a role and an optional scope (docs/security.md)."""
     max_auth_failures: int = Field(default=10, ge=1)

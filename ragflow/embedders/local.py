@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from ragflow.embedders.precision import (
     store_calibration,
     worth_recalibrating,
 )
+from ragflow.embedders.query_batching import QueryPriority
 from ragflow.errors import ConfigError, EmbedError
 
 if TYPE_CHECKING:
@@ -55,6 +57,12 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # quality agrees (docs/benchmarks.md, 135 labelled questions over the PostgreSQL manual): 128 tokens match
 # 256 at recall@5/10 while 13.4% of 256-token chunks overflow the window and none of 128.
 _CL100K_TOKENS_PER_WORD_PIECE = 0.5
+
+# A query is cut to this many characters per word-piece of the window before it is tokenized, so that a
+# query of a megabyte costs what one of a full window costs. English takes ~5 characters per word-piece,
+# code and names fewer; 16 leaves the window full for any text but runs of whitespace or single words of
+# more than 16 letters, and the model never reads past its window anyway.
+_QUERY_CHARS_PER_WORD_PIECE = 16
 
 
 class LocalEmbedder:
@@ -122,6 +130,8 @@ class LocalEmbedder:
         # Shared with replicas: one calibration per process, never two at once disturbing each other.
         self._setup = _Setup()
         self._counters = _Counters()
+        # Shared with replicas too: indexing batches give way to the queries a replica is embedding.
+        self.query_priority = QueryPriority()
 
     def replica(self) -> LocalEmbedder:
         """Another instance of the same model with its own lock (and its own copy of the weights, loaded on
@@ -158,6 +168,11 @@ class LocalEmbedder:
         if self._max_tokens is None:
             return int(self.max_input_tokens * _CL100K_TOKENS_PER_WORD_PIECE)
         return self._max_tokens
+
+    @property
+    def query_chars(self) -> int:
+        """How many characters of a query ``embed_queries`` keeps: 16 per word-piece of the window."""
+        return self.max_input_tokens * _QUERY_CHARS_PER_WORD_PIECE
 
     @property
     def batch_size(self) -> int:
@@ -287,17 +302,55 @@ class LocalEmbedder:
         combined /= np.linalg.norm(combined, axis=1, keepdims=True)
         return combined
 
+    def embed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Vectors of queries, at a cost bounded by the window: each query is cut to ``query_chars``
+        characters before it is tokenized, and what still overflows the window is truncated, as the
+        model itself would, rather than embedded window by window as ``embed`` does for chunks. Queries
+        of similar length share a forward pass (a long query does not pad short ones to its length)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self.load()
+        limit = self.query_chars
+        cut = [text[:limit] for text in texts]
+        started = time.perf_counter()
+        try:
+            with self._embed_lock:
+                vectors = self._encode_queries(model, cut)
+        except Exception as exc:
+            raise EmbedError(f"local model {self._model_id} failed on {len(texts)} queries: {exc}") from exc
+        self._counters.add(len(texts), time.perf_counter() - started)
+        return vectors
+
+    def _encode_queries(self, model: SentenceTransformer, texts: list[str]) -> npt.NDArray[np.float32]:
+        if len(texts) == 1:
+            return self._forward(model, texts, self.plan_for(1))
+        window = _max_seq_length(model)
+        lengths = [
+            len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=window)["input_ids"]
+        ]
+        # one pass per length class (up to 32, 64, 128... word-pieces)
+        classes = [max(5, math.ceil(math.log2(max(n, 1)))) for n in lengths]
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for length_class in sorted(set(classes)):
+            rows = [i for i, c in enumerate(classes) if c == length_class]
+            vectors[rows] = self._forward(model, [texts[i] for i in rows], self.plan_for(len(rows)))
+        return vectors
+
     def _encode(
         self, model: SentenceTransformer, texts: list[str], lengths: npt.NDArray[np.intp]
     ) -> npt.NDArray[np.float32]:
         if len(texts) == 1:
+            self.query_priority.bulk_batch_size(1)
             return self._forward(model, texts, self.plan_for(1))
-        size = self.batch_size
         order = np.argsort(lengths, kind="stable")
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), size):
+        start = 0
+        while start < len(order):
+            # waiting queries go first; while they keep coming, batches shrink so they wait less
+            size = self.query_priority.bulk_batch_size(self.batch_size)
             batch = order[start : start + size]
             vectors[batch] = self._forward(model, [texts[i] for i in batch], self.plan_for(len(batch)))
+            start += size
         return vectors
 
     def _forward(

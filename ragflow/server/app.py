@@ -26,11 +26,14 @@ from ragflow.store import DocumentStore
 from .audit import AuditLog
 from .auth import ApiKey, AuthFailures, KeyRing
 from .errors import install_error_handlers
+from .json_guard import JsonDepthGuard
+from .limits import RequestLimits
 from .mcp import MCP_PATH, McpEndpoint
 from .metrics import ServerMetrics
 from .middleware import Authenticate, LimitBodySize, RecordRequests, StripTrailingSlash
 from .openapi import build_openapi
 from .routes import add_routes
+from .shedding import LoadShedder, ShedLoad
 from .state import ServerState, Uploads
 from .web import add_web_routes
 
@@ -53,6 +56,7 @@ def create_app(
     auth_failure_window: float = 60.0,
     audit_log: AuditLog | None = None,
     cors_origins: Sequence[str] = (),
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
     """The REST API over ``store`` (see docs/rest-api.md).
 
@@ -72,6 +76,8 @@ def create_app(
             ``auth_failure_window`` seconds before its further ones are answered 429.
         audit_log: Where uploads and deletes are recorded (key name, document, time).
         cors_origins: Origins browsers may call the API from; none sends no CORS headers.
+        limits: The longest query, prompt and chat, the deepest JSON body, and how many requests of each
+            route class run at once before more are answered 503 (default ``RequestLimits()``).
 
     Raises:
         ConfigError: ``uploads`` is not one of the store's sources, or a limit is not positive.
@@ -95,6 +101,7 @@ def create_app(
     )
     state = ServerState(store, Answerer(store, llm, adaptive=adaptive), uploads, metrics, max_k)
     state.keys, state.audit_log = keys, audit_log
+    state.limits = limits = limits or RequestLimits()
     state.refused = lambda reason: refusals.labels(reason).inc()
     store.on_update(state.on_epoch)
     cors = (
@@ -126,7 +133,9 @@ def create_app(
                 failures=AuthFailures(max_auth_failures, auth_failure_window),
                 refused=state.refused,
             ),
+            Middleware(ShedLoad, shedder=LoadShedder(limits.in_flight(), metrics.registry)),
             Middleware(LimitBodySize, limit=max_request_bytes),
+            Middleware(JsonDepthGuard, limit=limits.max_json_depth),
         ],
     )
     app.state.ragflow = state

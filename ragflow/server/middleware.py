@@ -16,12 +16,19 @@ from .errors import error_body
 from .roles import required_role
 from .state import OPEN_PATHS
 
-__all__ = ["Authenticate", "BodyTooLarge", "LimitBodySize", "RecordRequests", "StripTrailingSlash"]
+__all__ = [
+    "Authenticate",
+    "BodyTooLarge",
+    "LimitBodySize",
+    "RecordRequests",
+    "StripTrailingSlash",
+    "send_error_response",
+]
 
 log = logging.getLogger("ragflow.server.auth")
 
 
-async def _send_error(
+async def send_error_response(
     send: Send, status: int, message: str, kind: str, headers: dict[str, str] | None = None
 ) -> None:
     body = error_body(message, kind)
@@ -90,7 +97,7 @@ class Authenticate:
             f"this endpoint needs an API key with role {needed.label!r} or higher; "
             f"key {key.name!r} has role {key.role.label!r}"
         )
-        await _send_error(send, 403, message, "permission_error")
+        await send_error_response(send, 403, message, "permission_error")
 
     async def _without_key(self, scope: Scope, receive: Receive, send: Send, given: bytes | None) -> None:
         if scope["path"] in self.open_paths and required_role(scope["app"].router.routes, scope) is None:
@@ -102,7 +109,9 @@ class Authenticate:
         if retry is not None:
             self.refused("rate_limited")
             message = f"too many requests with a wrong API key from {client}; retry in {math.ceil(retry)} s"
-            await _send_error(send, 429, message, "rate_limited", {"Retry-After": str(math.ceil(retry))})
+            await send_error_response(
+                send, 429, message, "rate_limited", {"Retry-After": str(math.ceil(retry))}
+            )
             return
         reason = "no_key" if given is None else "unknown_key"
         self._refuse(reason, f"{'no' if given is None else 'an unknown'} API key: refused {where}")
@@ -114,7 +123,7 @@ class Authenticate:
                 self.failures.window,
             )
         text = "no API key was given" if given is None else "the API key is wrong"
-        await _send_error(
+        await send_error_response(
             send,
             401,
             f"{text}: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
@@ -162,7 +171,7 @@ class LimitBodySize:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_error(send, 413, str(BodyTooLarge(self.limit).detail), "request_too_large")
+            await send_error_response(send, 413, str(BodyTooLarge(self.limit).detail), "request_too_large")
             return
         received = 0
         started = False
@@ -186,7 +195,7 @@ class LimitBodySize:
         except BodyTooLarge as exc:
             if started:
                 raise
-            await _send_error(send, 413, str(exc.detail), "request_too_large")
+            await send_error_response(send, 413, str(exc.detail), "request_too_large")
 
 
 class RecordRequests:

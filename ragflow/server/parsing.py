@@ -34,6 +34,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError:  # JsonDepthGuard answers first in the app; this covers any other caller
+        raise ApiError(400, "the request body nests JSON too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got a JSON {type(body).__name__}")
     return body
@@ -101,6 +103,8 @@ def _metadata_field(raw: str | None) -> dict[str, Any]:
         metadata = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"the 'metadata' field is not valid JSON: {exc}", param="metadata") from exc
+    except RecursionError:
+        raise ApiError(400, "the 'metadata' field nests JSON too deeply", param="metadata") from None
     if not isinstance(metadata, dict):
         raise ApiError(400, "the 'metadata' field must be a JSON object", param="metadata")
     return metadata

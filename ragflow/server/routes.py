@@ -26,6 +26,7 @@ from ragflow.store import DocumentStore, SourceReport
 
 from . import schemas as s
 from .errors import ApiError, error_response
+from .limits import check_length
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import json_body_doc, query_parameters_doc, upload_body_doc
 from .parsing import check_k, conversation, json_body, parameters, uploaded, validate, wait_seconds
@@ -177,6 +178,7 @@ def _operation_id(method: str, path: str) -> str:
 async def retrieve(request: Request) -> Response:
     state = state_of(request)
     query = await parameters(request, s.RetrieveRequest)
+    check_length(query.query, state.limits.max_query_chars, "query", "max_query_chars")
     if query.k > state.max_k:
         raise ApiError(400, f"k must be at most {state.max_k} (the server's max_k), got {query.k}", param="k")
     metadata_filter, glob = _narrowed(request, query.metadata_filter, query.filepath_globpattern)
@@ -203,6 +205,7 @@ async def inputs(request: Request) -> Response:
 async def answer(request: Request) -> Response:
     state = state_of(request)
     query = await parameters(request, s.AnswerRequest)
+    check_length(query.prompt, state.limits.max_prompt_chars, "prompt", "max_prompt_chars")
     check_k(query.k, state.max_k)
     metadata_filter, glob = _narrowed(request, query.filters, query.filepath_globpattern)
     result = await run_in_threadpool(
@@ -235,6 +238,8 @@ async def chat_completions(request: Request) -> Response:
     query = validate(s.ChatCompletionRequest, await json_body(request))
     check_k(query.k, state.max_k)
     question, history = conversation(query.messages)
+    chat = question + "".join(turn.content for turn in history)
+    check_length(chat, state.limits.max_chat_chars, "messages", "max_chat_chars")
     llm = state.answerer.llm
     model = query.model if query.model and query.model != DEFAULT_MODEL else None
     shown_model = (model or llm.model) if llm is not None else f"{DEFAULT_MODEL}-extractive"
@@ -311,7 +316,7 @@ def _sees_only_the_state(request: Request) -> bool:
 
 async def readyz(request: Request) -> Response:
     state = state_of(request)
-    if await run_in_threadpool(state.ready):
+    if state.ready():  # never blocks: not in the thread pool, where it could queue behind requests
         return _json({"status": "ready"})
     if _sees_only_the_state(request):
         if state.store.engine.failure is not None or state.warmup.error is not None:

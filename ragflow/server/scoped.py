@@ -18,6 +18,7 @@ from ragflow.pipeline import ChunkPiece
 from ragflow.store import DocumentStatus
 
 from .auth import ApiKey, Role
+from .limits import length_error
 from .scopes import Scope
 from .state import ServerState
 
@@ -60,6 +61,13 @@ class Caller:
         if not 1 <= k <= self.state.max_k:
             raise ValueError(f"k must be between 1 and {self.state.max_k} (the server's max_k), got {k}")
 
+    @staticmethod
+    def _check_length(text: str, limit: int, param: str, setting: str) -> None:
+        """Raises ``ValueError`` naming the limit when ``text`` is longer than ``limit`` characters."""
+        message = length_error(text, limit, param, setting)
+        if message is not None:
+            raise ValueError(message)
+
     # -- queries (blocking: run them off the event loop) ----------------------------------------------
 
     def passages(
@@ -67,6 +75,7 @@ class Caller:
     ) -> list[dict[str, Any]]:
         """The ``k`` passages closest to ``query`` that the caller may see, best first."""
         self.check_k(k)
+        self._check_length(query, self.state.limits.max_query_chars, "query", "max_query_chars")
         expression, pattern = self.narrowed(metadata_filter, glob)
         return [passage(hit) for hit in self.state.store.retrieve(query, k, expression, pattern)]
 
@@ -76,6 +85,7 @@ class Caller:
         """An answer to ``question`` from the passages the caller may see, with citations."""
         if k is not None:
             self.check_k(k)
+        self._check_length(question, self.state.limits.max_prompt_chars, "question", "max_prompt_chars")
         expression, pattern = self.narrowed(metadata_filter, glob)
         return self.state.answerer.answer(
             question, metadata_filter=expression, filepath_globpattern=pattern, k=k

@@ -18,6 +18,7 @@ from ragflow.store.query_warmup import QueryWarmup, query_warmup
 
 from .audit import AuditLog
 from .auth import ApiKey, KeyRing
+from .limits import RequestLimits
 from .metrics import ServerMetrics
 
 __all__ = ["OPEN_PATHS", "ServerState", "Uploads", "caller_of", "state_of"]
@@ -57,6 +58,8 @@ class ServerState:
     audit_log: AuditLog | None = None
     refused: Callable[[str], None] = lambda reason: None
     """Counts a refusal in ``/metrics`` by its reason."""
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    """The longest query, prompt and chat a request may send (``create_app``'s ``limits``)."""
     warmup: QueryWarmup = field(init=False)
     """Loads the query embedder from the start, so that the first query runs at full speed."""
     _ready: bool = field(default=False, init=False)

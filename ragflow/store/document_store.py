@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from ..documents import DocumentSource, Embedder, Hit, Parser, Splitter, VectorIndex
+from ..embedders.query_batching import QueryBatcher
 from ..engine import DiskCache, Engine, EpochReport, MemoryCache, UdfCache
 from ..errors import ConfigError
 from ..filters import compile_filter
@@ -93,6 +94,8 @@ class DocumentStore(AsyncStoreMethods):
         )
         self.parser, self.splitter, self.index = parts.parser, parts.splitter, parts.index
         self.embedder, self.query_embedder = parts.embedder, parts.query_embedder
+        # concurrent retrievals share forward passes, and indexing gives way to them
+        self.query_batcher = QueryBatcher(self.query_embedder)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         if checkpoint_interval <= 0:
             raise ConfigError(
@@ -235,7 +238,7 @@ class DocumentStore(AsyncStoreMethods):
         if k < 1:
             return []
         predicate = compile_filter(metadata_filter, filepath_globpattern)
-        vector = self.query_embedder.embed([query])[0]
+        vector = self.query_batcher.embed([query])[0]
         return self.index.search(vector, k, predicate)
 
     def statistics(

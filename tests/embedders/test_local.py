@@ -9,6 +9,7 @@ import inspect
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,78 @@ def test_a_replica_embeds_identically_without_sharing_the_lock(embedder: LocalEm
     np.testing.assert_allclose(replica.embed(text), embedder.embed(text), atol=1e-5)
     with embedder._embed_lock:  # the original is busy: the replica must not wait for it
         assert replica.embed(text).shape == (1, embedder.dim)
+
+
+@pytest.mark.model
+def test_a_megabyte_query_is_cut_to_the_window_before_it_is_tokenized(
+    embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentence = "The harbor lantern is lit at dusk by the keeper and guides ships past the reef. "
+    huge = sentence * (1_000_000 // len(sentence))
+    assert embedder.query_chars == 16 * embedder.max_input_tokens
+    seen: list[int] = []
+    tokenizer = embedder.load().tokenizer
+    original = type(tokenizer).__call__
+
+    def spy(self: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(len(t) for t in ([text] if isinstance(text, str) else text))
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", spy)
+    vector = embedder.embed_queries([huge])
+    assert seen and max(seen) <= embedder.query_chars
+    # the same vector as the part the model can read: the window, truncated as the model would
+    window = embedder.embed_queries([huge[:2000]])  # ~400 word-pieces: more than the window holds
+    assert cosine(vector[0], window[0]) > 0.9999
+    monkeypatch.undo()
+    short = "where is the harbor lantern?"
+    assert cosine(embedder.embed_queries([short])[0], embedder.embed([short])[0]) > 0.9999
+
+
+@pytest.mark.model
+def test_queries_of_mixed_lengths_embed_as_they_do_alone(embedder: LocalEmbedder) -> None:
+    queries = ["lantern", stdlib_prose()[:3000], "where does the falcon nest?", "ships " * 40]
+    together = embedder.embed_queries(queries)
+    for i, query in enumerate(queries):
+        assert cosine(together[i], embedder.embed_queries([query])[0]) > 0.999
+
+
+@pytest.mark.model
+def test_indexing_serves_waiting_queries_between_its_batches(
+    embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = LocalEmbedder(batch_size=8)
+    indexer.load()
+    replica = indexer.replica()
+    replica.load()
+    assert replica.query_priority is indexer.query_priority
+    indexer.query_priority.max_yield = 30.0  # on a busy machine too: wait for every query
+    passes: list[tuple[str, int, float, float]] = []
+    forward = LocalEmbedder._forward
+
+    def traced(self: LocalEmbedder, model: Any, texts: list[str], precision: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return forward(self, model, texts, precision)
+        finally:
+            passes.append(("query" if self is replica else "index", len(texts), started, time.monotonic()))
+
+    monkeypatch.setattr(LocalEmbedder, "_forward", traced)
+    chunks = [f"{paragraph} ({i})" for i, paragraph in enumerate(stdlib_prose().split("\n\n")[:64])]
+    from ragflow.embedders.query_batching import QueryBatcher
+
+    batcher = QueryBatcher(replica)
+    indexing = threading.Thread(target=indexer.embed, args=(chunks,))
+    indexing.start()
+    while not any(kind == "index" for kind, *_ in passes):
+        time.sleep(0.005)
+    asked = time.monotonic()
+    vectors = batcher.embed(["where is the harbor lantern?", "how do I parse arguments?"])
+    answered = time.monotonic()
+    indexing.join(120)
+    assert vectors.shape == (2, indexer.dim)
+    # no indexing batch started between the queries' arrival and their vectors
+    assert not [p for p in passes if p[0] == "index" and asked < p[2] < answered], passes
+    # and the batch right after the queries was smaller (more may come: they wait for less)
+    sizes_after = [n for kind, n, started, _ in passes if kind == "index" and started >= answered]
+    assert sizes_after and sizes_after[0] <= indexer.batch_size // indexer.query_priority.shrink, passes

@@ -1,0 +1,200 @@
+"""Queries first: concurrent queries are embedded together in one forward pass (the model, not the number of
+queries, is the cost: sixteen short queries in one pass cost little more than one), and indexing gives way to
+waiting queries between its batches. ``QueryBatcher`` does the first; ``QueryPriority``, shared by a model's
+query and indexing instances, the second."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ragflow.documents import Embedder
+
+__all__ = ["QueryBatcher", "QueryPriority"]
+
+
+class QueryPriority:
+    """Queries waiting for or in a forward pass, as indexing sees them.
+
+    Query paths wrap their work in ``waiting(n)``; indexing calls ``bulk_batch_size(size)`` before each of
+    its batches, which waits (at most ``max_yield`` seconds, so indexing is never starved) until no query is
+    waiting, and returns a smaller batch (``size // shrink``) while queries keep coming (one came within
+    ``recent`` seconds): a query that arrives during an indexing batch then shares the processor with a
+    short batch, not a long one.
+
+    Example:
+        >>> priority = QueryPriority()
+        >>> priority.bulk_batch_size(8)
+        8
+        >>> with priority.waiting(1):
+        ...     priority.queries_waiting
+        1
+        >>> priority.bulk_batch_size(8)  # a query just went through
+        2
+    """
+
+    def __init__(self, *, max_yield: float = 0.1, recent: float = 0.5, shrink: int = 4) -> None:
+        self.max_yield = max_yield
+        self.recent = recent
+        self.shrink = shrink
+        self._cond = threading.Condition()
+        self._waiting = 0
+        self._last = -math.inf
+        self.yields = 0
+        """How many indexing batches waited for queries."""
+
+    @property
+    def queries_waiting(self) -> int:
+        with self._cond:
+            return self._waiting
+
+    @contextmanager
+    def waiting(self, queries: int) -> Iterator[None]:
+        """Count ``queries`` as waiting while the block runs (from their arrival to their vectors)."""
+        with self._cond:
+            self._waiting += queries
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting -= queries
+                self._last = time.monotonic()
+                if self._waiting == 0:
+                    self._cond.notify_all()
+
+    def bulk_batch_size(self, size: int) -> int:
+        """Before an indexing batch of ``size``: let waiting queries go first, then the size to use."""
+        with self._cond:
+            if self._waiting:
+                self.yields += 1
+                self._cond.wait_for(lambda: self._waiting == 0, timeout=self.max_yield)
+            busy = time.monotonic() - self._last < self.recent
+        return max(1, size // self.shrink) if busy else size
+
+
+@dataclass(eq=False)
+class _Pending:
+    texts: list[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    vectors: npt.NDArray[np.float32] | None = None
+    error: BaseException | None = None
+
+
+class QueryBatcher:
+    """Embeds queries from many threads in shared forward passes.
+
+    ``embed(texts)`` blocks its caller until its vectors are ready. One worker thread (started on demand,
+    gone after ``idle_exit`` seconds without queries) takes every query waiting, up to ``max_batch``, and
+    embeds them in one call; queries arriving meanwhile form the next batch, so batches grow with the load
+    by themselves. Under concurrent load (the last pass held several queries) the worker also waits up to
+    ``max_wait`` seconds for more before a pass; a lone query never waits.
+
+    Queries go through the embedder's ``embed_queries`` where it has one (the local model: cut to its window
+    before tokenizing), else its ``embed``; its ``query_priority`` (shared with the indexing instance) is
+    told how many queries wait.
+
+    Example:
+        >>> class Ones:  # an embedder: model_id, dim, embed
+        ...     model_id, dim = "ones", 4
+        ...     def embed(self, texts):
+        ...         return np.ones((len(texts), 4), dtype=np.float32)
+        >>> QueryBatcher(Ones()).embed(["where is the lantern?"]).shape
+        (1, 4)
+    """
+
+    def __init__(
+        self, embedder: Embedder, *, max_batch: int = 32, max_wait: float = 0.002, idle_exit: float = 5.0
+    ) -> None:
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.idle_exit = idle_exit
+        self.priority: QueryPriority | None = getattr(embedder, "query_priority", None)
+        self._embed: Callable[[Sequence[str]], npt.NDArray[np.float32]] = getattr(
+            embedder, "embed_queries", embedder.embed
+        )
+        self._cond = threading.Condition()
+        self._queue: deque[_Pending] = deque()
+        self._worker: threading.Thread | None = None
+        self._last_pass_end = -math.inf
+        self._last_pass_size = 0
+        self.passes = 0
+        """Forward passes made (calls to the embedder)."""
+        self.queries = 0
+        """Queries embedded."""
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The vectors of ``texts``, embedded with whatever other queries are waiting."""
+        pending = _Pending(list(texts))
+        if not pending.texts:
+            return self._embed([])
+        with self._waiting(len(pending.texts)):
+            with self._cond:
+                self._queue.append(pending)
+                if self._worker is None:
+                    self._worker = threading.Thread(
+                        target=self._run, name="ragflow-query-batcher", daemon=True
+                    )
+                    self._worker.start()
+                self._cond.notify()
+            pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.vectors is not None
+        return pending.vectors
+
+    def _waiting(self, queries: int) -> AbstractContextManager[None]:
+        return self.priority.waiting(queries) if self.priority is not None else nullcontext()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            texts = [text for pending in batch for text in pending.texts]
+            try:
+                vectors = self._embed(texts)
+            except BaseException as exc:  # every caller of the pass gets the error
+                for pending in batch:
+                    pending.error = exc
+                    pending.done.set()
+                continue
+            start = 0
+            for pending in batch:
+                pending.vectors = vectors[start : start + len(pending.texts)]
+                start += len(pending.texts)
+                pending.done.set()
+            with self._cond:
+                self.passes += 1
+                self.queries += len(texts)
+                self._last_pass_end, self._last_pass_size = time.monotonic(), len(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """The queries of the next pass (``None``: idle long enough, the worker ends)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._queue, timeout=self.idle_exit):
+                self._worker = None
+                return None
+            concurrent = self._last_pass_size > 1 and time.monotonic() - self._last_pass_end < 0.05
+            if concurrent and self.max_wait > 0 and self._count() < self.max_batch:
+                deadline = time.monotonic() + self.max_wait
+                while self._count() < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            batch: list[_Pending] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_batch):
+                pending = self._queue.popleft()
+                batch.append(pending)
+                size += len(pending.texts)
+            return batch
+
+    def _count(self) -> int:
+        return sum(len(pending.texts) for pending in self._queue)

@@ -1,0 +1,178 @@
+"""What one request or one crowd may cost (issue 19), through a real server: text caps and the JSON depth
+guard answer 400 on every route, past the in-flight bound of a route class requests get 503 with
+``Retry-After`` (counted in ``/metrics``) and the server recovers, and the health checks answer while
+every worker thread is busy."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import requests
+
+from ragflow.server.json_guard import json_depth
+from ragflow.server.limits import RequestLimits
+from ragflow.server.shedding import route_class
+from tests.server.conftest import Served
+
+KEY = "limits-key"
+DEEP = b"[" * 100_000 + b"]" * 100_000
+JSON = {"Content-Type": "application/json"}
+POSTS = (
+    "/v1/retrieve",
+    "/v1/statistics",
+    "/v1/inputs",
+    "/v2/answer",
+    "/v2/summarize",
+    "/v1/chat/completions",
+    "/v1/documents",
+    "/mcp",
+)
+
+
+@pytest.mark.parametrize("api_key", [None, KEY])
+def test_a_deeply_nested_body_is_a_400_on_every_route(
+    serve_app: Callable[..., Served], api_key: str | None
+) -> None:
+    served = serve_app(api_key=api_key)
+    headers = {**JSON, **({"X-API-Key": api_key} if api_key else {})}
+    for path in POSTS:
+        for body in (DEEP, b'{"query": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001):
+            response = requests.post(served.url + path, data=body, headers=headers, timeout=30)
+            assert response.status_code == 400, (path, response.status_code, response.text[:200])
+            assert "server.max_json_depth" in response.json()["error"]["message"]
+    # a multipart upload's metadata field is JSON too
+    response = requests.post(
+        served.url + "/v1/documents",
+        files={"file": ("deep.txt", b"text")},
+        data={"metadata": DEEP.decode()},
+        headers={"X-API-Key": api_key} if api_key else {},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text[:200]
+
+
+def test_json_depth_skips_brackets_inside_strings() -> None:
+    assert json_depth(b'{"a": "[[[[{{{{", "b": [[1]]}') == 3
+    assert json_depth(b'["\\"[[[", [[]]]') == 3
+    assert json_depth(b"") == 0
+    assert json_depth(DEEP) == 100_000
+
+
+def test_bodies_within_the_depth_limit_pass(serve_app: Callable[..., Served]) -> None:
+    served = serve_app(limits=RequestLimits(max_json_depth=4))
+    nested = {"query": "lantern", "k": 1, "metadata_filter": None}
+    assert requests.post(served.url + "/v1/retrieve", json=nested, timeout=10).status_code == 200
+    deeper = {"text_list": [[[["x"]]]]}  # depth 5
+    response = requests.post(served.url + "/v2/summarize", json=deeper, timeout=10)
+    assert response.status_code == 400 and "at most 4" in response.json()["error"]["message"]
+
+
+def test_text_caps_answer_400_naming_the_setting(serve_app: Callable[..., Served]) -> None:
+    limits = RequestLimits(max_query_chars=100, max_prompt_chars=200, max_chat_chars=300)
+    served = serve_app(limits=limits)
+    cases: list[tuple[str, dict[str, Any], str, str]] = [
+        ("/v1/retrieve", {"query": "x" * 101, "k": 1}, "query", "max_query_chars"),
+        ("/v2/answer", {"prompt": "x" * 201}, "prompt", "max_prompt_chars"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x" * 200}, {"role": "user", "content": "y" * 101}]},
+            "messages",
+            "max_chat_chars",
+        ),
+    ]
+    for path, body, param, setting in cases:
+        response = requests.post(served.url + path, json=body, timeout=10)
+        assert response.status_code == 400, (path, response.text)
+        error = response.json()["error"]
+        assert error["param"] == param and f"server.{setting}" in error["message"], error
+    # at the limit, all pass
+    assert requests.post(served.url + "/v1/retrieve", json={"query": "x" * 100, "k": 1}, timeout=10).ok
+    assert requests.get(served.url + "/v1/retrieve", params={"query": "y" * 101, "k": 1}).status_code == 400
+    assert requests.post(served.url + "/v2/answer", json={"prompt": "x" * 200}, timeout=10).ok
+
+
+def test_the_default_query_cap_refuses_a_megabyte_query_at_once(served: Served) -> None:
+    response = requests.post(served.url + "/v1/retrieve", json={"query": "x" * 1_000_000, "k": 1}, timeout=10)
+    assert response.status_code == 400
+    assert "10,000" in response.json()["error"]["message"]
+
+
+def test_route_classes() -> None:
+    assert route_class("POST", "/v1/retrieve") == "query"
+    assert route_class("GET", "/v1/inputs") == "query"
+    assert route_class("POST", "/mcp") == "query"
+    assert route_class("POST", "/v2/answer") == route_class("POST", "/v1/chat/completions") == "answer"
+    assert route_class("POST", "/v1/documents") == route_class("DELETE", "/v1/documents/a.md") == "upload"
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/v1/models"):
+        assert route_class("GET", path) is None, path
+
+
+@contextmanager
+def held_retrievals(served: Served, count: int, inside: int) -> Iterator[threading.Semaphore]:
+    """Send ``count`` retrievals at once, held inside the store until the block ends; yields once ``inside``
+    of them are in, with the semaphore counting further entries. All must then answer 200."""
+    release, entered = threading.Event(), threading.Semaphore(0)
+    original = served.store.retrieve
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.release()
+        assert release.wait(60), "the test never released the retrievals"
+        return original(*args, **kwargs)
+
+    served.store.retrieve = held  # type: ignore[method-assign]
+    body = {"query": "lantern", "k": 1}
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            sent = [
+                pool.submit(requests.post, served.url + "/v1/retrieve", json=body, timeout=90)
+                for _ in range(count)
+            ]
+            for _ in range(inside):
+                assert entered.acquire(timeout=20)
+            try:
+                yield entered
+            finally:
+                release.set()
+            assert [f.result().status_code for f in sent] == [200] * count
+    finally:
+        release.set()
+        served.store.retrieve = original  # type: ignore[method-assign]
+
+
+def test_past_the_bound_requests_get_503_with_retry_after_and_the_server_recovers(
+    serve_app: Callable[..., Served],
+) -> None:
+    served = serve_app(limits=RequestLimits(max_inflight_queries=2))
+    body = {"query": "lantern", "k": 1}
+    with held_retrievals(served, 2, 2):
+        shed = requests.post(served.url + "/v1/retrieve", json=body, timeout=10)
+        assert shed.status_code == 503
+        assert shed.headers["Retry-After"] == "1"
+        assert "server.max_inflight_queries" in shed.json()["error"]["message"]
+        # other classes and the health checks are not held by the queries
+        assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
+        assert requests.get(served.url + "/readyz", timeout=5).status_code == 200
+        upload = {"name": "during.md", "content": "uploaded while the queries were full"}
+        assert requests.post(served.url + "/v1/documents", json=upload, timeout=10).ok
+        metrics = requests.get(served.url + "/metrics", timeout=10).text
+        assert 'ragflow_requests_shed_total{route_class="query"} 1.0' in metrics
+        assert 'ragflow_requests_in_flight{route_class="query"} 2.0' in metrics
+    recovered = requests.post(served.url + "/v1/retrieve", json=body, timeout=10)
+    assert recovered.status_code == 200 and recovered.json()
+    metrics = requests.get(served.url + "/metrics", timeout=10).text
+    assert 'ragflow_requests_in_flight{route_class="query"} 0.0' in metrics
+
+
+def test_health_checks_answer_while_every_worker_thread_is_busy(serve_app: Callable[..., Served]) -> None:
+    # 48 retrievals held: more than the 40 threads of the server's pool, so requests that need a
+    # thread would queue; the health checks must not need one
+    served = serve_app(limits=RequestLimits(max_inflight_queries=48))
+    with held_retrievals(served, 48, 40) as entered:
+        assert not entered.acquire(timeout=0.5), "more retrievals ran than the pool has threads"
+        assert requests.get(served.url + "/healthz", timeout=5).json() == {"status": "ok"}
+        assert requests.get(served.url + "/readyz", timeout=5).json() == {"status": "ready"}
