@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragflow.cli._bench_load import add_load_arguments, run_load_command
 from ragflow.cli._client import API_KEY_ENV
 from ragflow.cli._errors import EXIT_OK
 from ragflow.cli._output import say
@@ -17,7 +18,7 @@ from ragflow.errors import ConfigError
 if TYPE_CHECKING:
     from ragflow.bench import FreshnessOptions
 
-HELP = "benchmark a live index: freshness of changes through the REST API, cost at a growing index"
+HELP = "benchmark a live index: freshness of changes through the REST API, cost at a growing index, load"
 DESCRIPTION = "Benchmarks of a live index, run against ragflow or any server with the same REST API."
 
 FRESHNESS_DESCRIPTION = """\
@@ -115,12 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     scale.add_argument("--changes", type=int, default=20, help="edits, then deletes, timed at each size")
     scale.add_argument("--json", type=Path, metavar="FILE", help="write the rows to FILE")
+    add_load_arguments(benches)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragflow bench ...`` and return its exit code."""
     if args.bench == "scale":
         return _run_scale(args)
+    if args.bench == "load":
+        return run_load_command(args)
     from ragflow.bench import FreshnessResult, freshness_table, html_report, run_freshness
 
     if args.compare:

@@ -1,0 +1,43 @@
+"""``ragflow bench load`` end to end against a real server process (the hashing embedder, for speed): the
+clients' requests are counted and timed, the folder's edits are found again, a burst of files is followed
+until indexed, memory and open files are sampled, and the CLI prints the table."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ragflow.bench._load import LoadOptions, load_table, run_load
+from ragflow.cli import main
+
+SERVER = f"{sys.executable} -m tests.bench.hashing_server {{port}} {{state}} folder {{folder}}"
+
+
+def test_a_short_load_run_measures_every_operation_and_the_burst() -> None:
+    options = LoadOptions(
+        server_cmd=SERVER,
+        clients=4,
+        seconds=3,
+        warmup=0.5,
+        docs=6,
+        mix=(("retrieve", 3.0), ("answer", 1.0)),
+        edit_interval=0.2,
+        burst=200,
+    )
+    result = run_load(options)
+    summary = result.summary()
+    assert set(result.latencies) == {"retrieve", "answer"}, summary
+    assert result.throughput > 0 and not result.errors and result.shed == 0, summary
+    assert result.converged is not None, "the last edit was never found"
+    assert result.healthz and result.rss and result.fds
+    assert result.burst_indexed is not None and result.burst_rss_peak, summary
+    table = load_table([result])
+    assert "| 4 clients | 4 |" in table
+
+
+def test_the_cli_runs_the_load_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "load", "--server-cmd", SERVER, "--clients", "2", "--seconds", "1", "--docs", "3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| 2 clients | 2 |" in out and "retrieve p50/p95/p99" in out
