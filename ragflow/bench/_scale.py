@@ -101,8 +101,10 @@ class _Searchable:
 
 
 def measure_size(chunks: int, options: ScaleOptions) -> dict[str, Any]:
-    from ragflow.connectors.folder import FolderSource
+    from ragflow.plugins import load_connector
     from ragflow.store import DocumentStore
+
+    FolderSource = load_connector("folder")  # by name: ragflow imports no concrete source
 
     workload = Workload(options.seed, words=(600, 680))
     with tempfile.TemporaryDirectory(prefix="ragflow-scale-") as tmp:
