@@ -11,6 +11,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from ..documents import DocumentSource, Embedder, Hit, Parser, Splitter, VectorIndex
 from ..embedders.query_batching import QueryBatcher
 from ..engine import DiskCache, Engine, EpochReport, MemoryCache, UdfCache
@@ -27,6 +30,15 @@ from ..persistence import (
     open_state,
 )
 from ..pipeline import ChunkPiece, DocumentFeed, IndexSink, build_pipeline
+from ..retrieval import (
+    LEXICAL_FILE,
+    CrossEncoderReranker,
+    LexicalIndex,
+    RetrievalSettings,
+    Retriever,
+    SearchIndexes,
+    SearchMode,
+)
 from ..sources import position_scope
 from .async_api import AsyncStoreMethods
 from .checkpoint_wait import CheckpointWaits
@@ -82,6 +94,9 @@ class DocumentStore(AsyncStoreMethods):
         checkpoint_interval: float = 1.0,
         on_incompatible_state: OnIncompatible = "refuse",
         query_embedder: Embedder | None = None,
+        lexical: bool = True,
+        retrieval: RetrievalSettings | None = None,
+        reranker: CrossEncoderReranker | None = None,
     ) -> None:
         sources = [sources] if isinstance(sources, DocumentSource) else list(sources)
         if not sources:
@@ -129,7 +144,17 @@ class DocumentStore(AsyncStoreMethods):
             cache=tolerant if tolerant is not None else self.cache,
             parser_id=parts.parser_id,
         )
-        self.pipeline.embedded.sink(IndexSink(self.index))
+        # the lexical index is applied with the vector index, in the same epoch (docs/retrieval.md)
+        lexical_index = None
+        if lexical:
+            lexical_index = LexicalIndex(
+                self.state_dir / LEXICAL_FILE if self.state_dir is not None else None
+            )
+        self.indexes = SearchIndexes(self.index, lexical_index)
+        self.retriever = Retriever(
+            self.indexes, self._embed_query, self._vectors_of, self.chunks, retrieval, reranker
+        )
+        self.pipeline.embedded.sink(IndexSink(self.indexes))
         self.pipeline.parsed.subscribe(self._table.on_parsed)
         self.pipeline.chunks.subscribe(self._table.on_chunks)
         self.engine.on_epoch(self._on_epoch)
@@ -145,7 +170,7 @@ class DocumentStore(AsyncStoreMethods):
                     saved,
                     feeds=self.feeds,
                     pipeline=self.pipeline,
-                    index=self.index,
+                    index=self.indexes,
                     table=self._table,
                     checkpointer=self._checkpointer,
                     state_dir=self.state_dir,
@@ -232,14 +257,47 @@ class DocumentStore(AsyncStoreMethods):
         k: int = 3,
         metadata_filter: str | None = None,
         filepath_globpattern: str | None = None,
+        *,
+        search_mode: SearchMode | None = None,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
+        diversity: float | None = None,
+        context_window: int = 0,
     ) -> list[Hit]:
-        """The ``k`` chunks closest to ``query`` (ascending cosine distance) among those whose metadata
-        passes ``metadata_filter`` (JMESPath + ``globmatch``) and whose path matches the glob."""
+        """The ``k`` chunks that best answer ``query``, best first, among those whose metadata passes
+        ``metadata_filter`` (JMESPath + ``globmatch``) and whose path matches the glob; the filters apply
+        inside every search.
+
+        ``search_mode`` (default: the store's ``RetrievalSettings``, ``hybrid``): ``vector`` (ascending
+        cosine distance), ``lexical`` (BM25) or ``hybrid`` (both, fused by reciprocal rank). ``rerank``
+        orders the best ``rerank_k`` with the store's cross-encoder; ``diversity`` (0..1) trades
+        relevance for variety (MMR); ``context_window`` returns each hit with that many neighbouring
+        chunks on each side, merged (docs/retrieval.md). Raises ``ConfigError`` for a mode, a reranking
+        or a value the store cannot serve."""
         if k < 1:
             return []
         predicate = compile_filter(metadata_filter, filepath_globpattern)
-        vector = self.query_batcher.embed([query])[0]
-        return self.index.search(vector, k, predicate)
+        return self.retriever.retrieve(
+            query,
+            k,
+            predicate,
+            search_mode=search_mode,
+            rerank=rerank,
+            rerank_k=rerank_k,
+            diversity=diversity,
+            context_window=context_window,
+        )
+
+    def _embed_query(self, query: str) -> npt.NDArray[np.float32]:
+        return self.query_batcher.embed([query])[0]
+
+    def _vectors_of(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The vectors of chunk ``texts``: from the embedding cache, the rest embedded now."""
+        cached = self.pipeline.cached_vectors(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in cached]
+        if missing:
+            cached.update(zip(missing, self.query_embedder.embed(missing), strict=True))
+        return np.stack([cached[t] for t in texts])
 
     def statistics(
         self, metadata_filter: str | None = None, filepath_globpattern: str | None = None

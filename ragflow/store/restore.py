@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..documents import VectorIndex
 from ..persistence import CheckpointBatch, Checkpointer, SavedDocument, SavedState, SourceState
 from ..pipeline import DocumentFeed, Pipeline
+from ..retrieval import SearchIndexes
 from ..sources import position_scope
 from .document_table import DocumentTable
 
@@ -29,7 +29,7 @@ def restore_checkpoint(
     *,
     feeds: Sequence[DocumentFeed],
     pipeline: Pipeline,
-    index: VectorIndex,
+    index: SearchIndexes,
     table: DocumentTable,
     checkpointer: Checkpointer,
     state_dir: Path | None,
@@ -76,8 +76,7 @@ def restore_checkpoint(
         )
     checkpointer.add(forget)
     records = pipeline.restore(feeds, [s.doc for s in kept], vectors, [s.doc for s in resubmitted])
-    for start in range(0, len(records), _RESTORE_BATCH):
-        index.apply(records[start : start + _RESTORE_BATCH], [])
+    index.restore(records, _RESTORE_BATCH)  # the lexical index re-tokenises only what changed
     table.load(kept, len(records))
     for feed in feeds:
         feed.position = _resume_position(feed.name, scopes[feed.name], known, saved, replayed)
