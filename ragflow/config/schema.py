@@ -22,6 +22,7 @@ from .sections import (
     ParserConfig,
     PersistenceConfig,
     PluginConfig,
+    RetrievalConfig,
     Section,
     ServerConfig,
     SourceConfig,
@@ -50,6 +51,7 @@ class RagflowConfig(Section):
     llm: LLMConfig | None = None
     server: ServerConfig = Field(default_factory=ServerConfig)
     persistence: PersistenceConfig = Field(default_factory=PersistenceConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
     _origin: Origin = PrivateAttr(default_factory=Origin)
 
@@ -186,11 +188,36 @@ class RagflowConfig(Section):
                 state_dir=self.persistence.state_dir,
                 checkpoint_interval=self.persistence.checkpoint_interval,
                 on_incompatible_state=self.persistence.on_incompatible_state,
+                **self.retrieval_options(),
             )
         except (InvalidConfigError, StateError):
             raise  # a StateError is about the state directory, which its message names
         except ConfigError as exc:
             raise self._origin.error(("sources",), str(exc)) from None
+
+    def retrieval_options(self) -> dict[str, Any]:
+        """The ``DocumentStore`` arguments of the ``retrieval`` section."""
+        from ..retrieval import CrossEncoderReranker, RetrievalSettings
+
+        r = self.retrieval
+        try:
+            reranker = (
+                CrossEncoderReranker(self._origin.base_dir / Path(r.rerank_model).expanduser())
+                if r.rerank_model
+                else None
+            )
+            settings = RetrievalSettings(
+                r.search_mode,
+                r.rrf_k,
+                r.vector_weight,
+                r.lexical_weight,
+                r.fusion_depth,
+                r.rerank,
+                r.rerank_k,
+            )
+        except ConfigError as exc:
+            raise self._origin.error(("retrieval",), str(exc)) from None
+        return {"lexical": r.lexical_index, "retrieval": settings, "reranker": reranker}
 
     def llm_settings(self) -> LLMSettings | None:
         """The answering model's settings, or ``None`` without an ``llm`` section or model name."""

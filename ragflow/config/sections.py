@@ -26,6 +26,7 @@ __all__ = [
     "ParserConfig",
     "PersistenceConfig",
     "PluginConfig",
+    "RetrievalConfig",
     "Section",
     "ServerConfig",
     "SourceConfig",
@@ -261,6 +262,37 @@ class PersistenceConfig(Section):
     (saying what differs), or ``rebuild`` it (cached embeddings of this model are reused)."""
 
 
+class RetrievalConfig(Section):
+    """How retrieval ranks chunks when a request does not say (docs/retrieval.md)."""
+
+    search_mode: Literal["vector", "lexical", "hybrid"] = "hybrid"
+    """``hybrid`` (vector and BM25 rankings fused), ``vector`` or ``lexical`` (BM25)."""
+    lexical_index: bool = True
+    """Keep the BM25 index (memory: about the chunks' text again); ``false`` allows only ``vector``."""
+    rrf_k: int = Field(default=60, ge=0)
+    """The ``k`` of reciprocal-rank fusion: a hit at rank ``r`` adds ``weight / (rrf_k + r)``."""
+    vector_weight: float = Field(default=1.0, ge=0)
+    """The weight of the vector ranking in hybrid search."""
+    lexical_weight: float = Field(default=1.0, ge=0)
+    """The weight of the lexical ranking in hybrid search."""
+    fusion_depth: int = Field(default=30, ge=1)
+    """How many hits of each ranking a hybrid search fuses (at least the number it returns)."""
+    rerank_model: str | None = None
+    """A local folder holding a sentence-transformers cross-encoder (never downloaded); ``null``: none."""
+    rerank: bool = False
+    """Rerank every retrieval with ``rerank_model`` unless the request says otherwise."""
+    rerank_k: int = Field(default=20, ge=1)
+    """How many hits the cross-encoder scores."""
+
+    @_model_validator(mode="after")
+    def _rerank_needs_a_model(self) -> RetrievalConfig:
+        if self.rerank and self.rerank_model is None:
+            raise ValueError("rerank: true needs rerank_model (a local folder holding a cross-encoder)")
+        if self.search_mode != "vector" and not self.lexical_index:
+            raise ValueError(f"search_mode {self.search_mode!r} needs lexical_index: true")
+        return self
+
+
 # The top-level keys by how the validator checks them: against a fixed model, or as a plugin chosen by kind.
 STATIC_SECTIONS: dict[str, type[Section]] = {
     "parser": ParserConfig,
@@ -268,6 +300,7 @@ STATIC_SECTIONS: dict[str, type[Section]] = {
     "llm": LLMConfig,
     "server": ServerConfig,
     "persistence": PersistenceConfig,
+    "retrieval": RetrievalConfig,
 }
 PLUGIN_SECTIONS: dict[str, type[PluginConfig]] = {
     "source": SourceConfig,
@@ -275,4 +308,14 @@ PLUGIN_SECTIONS: dict[str, type[PluginConfig]] = {
     "index": IndexConfig,
 }
 DEFAULT_KINDS: dict[str, str | None] = {"source": None, "embedder": "local", "index": "faiss"}
-SECTION_NAMES = ("sources", "parser", "splitter", "embedder", "index", "llm", "server", "persistence")
+SECTION_NAMES = (
+    "sources",
+    "parser",
+    "splitter",
+    "embedder",
+    "index",
+    "llm",
+    "server",
+    "persistence",
+    "retrieval",
+)

@@ -182,7 +182,19 @@ async def retrieve(request: Request) -> Response:
     if query.k > state.max_k:
         raise ApiError(400, f"k must be at most {state.max_k} (the server's max_k), got {query.k}", param="k")
     metadata_filter, glob = _narrowed(request, query.metadata_filter, query.filepath_globpattern)
-    hits = await run_in_threadpool(state.store.retrieve, query.query, query.k, metadata_filter, glob)
+    hits = await run_in_threadpool(
+        lambda: state.store.retrieve(
+            query.query,
+            query.k,
+            metadata_filter,
+            glob,
+            search_mode=query.search_mode,
+            rerank=query.rerank,
+            rerank_k=query.rerank_k,
+            diversity=query.diversity,
+            context_window=query.context_window or 0,
+        )
+    )
     return _json([_hit(hit) for hit in hits])
 
 

@@ -40,10 +40,31 @@ class RetrieveRequest(BaseModel):
     k: int = Field(ge=0, description="How many chunks to return (at most the server's max_k)", examples=[3])
     metadata_filter: str | None = Field(None, description=_FILTER)
     filepath_globpattern: str | None = Field(None, description=_GLOB)
+    search_mode: Literal["vector", "lexical", "hybrid"] | None = Field(
+        None,
+        description="vector (cosine), lexical (BM25) or hybrid (both, reciprocal-rank fused); "
+        "default: the server's retrieval.search_mode (hybrid)",
+    )
+    rerank: bool | None = Field(
+        None,
+        description="Order the best rerank_k with the server's cross-encoder (400 when none is configured)",
+    )
+    rerank_k: int | None = Field(None, ge=1, le=200, description="How many hits the cross-encoder scores")
+    diversity: float | None = Field(
+        None, ge=0, le=1, description="0..1: trade relevance for variety (maximal marginal relevance)"
+    )
+    context_window: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Return each hit with this many neighbouring chunks on each side, merged",
+    )
 
 
 class RetrievedChunk(BaseModel):
-    """One search hit; ``dist`` is the cosine distance (1 - cosine similarity), smaller is closer."""
+    """One search hit, best first; ``dist`` is smaller for a better hit: the cosine distance (1 - cosine
+    similarity) in vector mode, 1 - the fused score over its best possible value in hybrid mode, 1 / (1 +
+    BM25) in lexical mode, 1 - sigmoid(score) when reranked."""
 
     text: str
     metadata: dict[str, Any]

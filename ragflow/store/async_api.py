@@ -98,14 +98,17 @@ class AsyncStoreMethods:
         k: int = 3,
         metadata_filter: str | None = None,
         filepath_globpattern: str | None = None,
+        **options: Any,
     ) -> list[Hit]:
         """``retrieve`` without blocking the loop: the query is embedded and searched on the store's
-        threads. Cancelling the await drops the result (the search itself runs to its end).
+        threads. Cancelling the await drops the result (the search itself runs to its end). ``options``
+        are ``retrieve``'s keywords (``search_mode``, ``rerank``, ``diversity``, ``context_window``...).
 
         Example:
-            >>> hits = await store.aretrieve("how do I rotate keys?", k=5)  # doctest: +SKIP
+            >>> hits = await store.aretrieve("rotate keys", k=5, search_mode="hybrid")  # doctest: +SKIP
         """
-        return await self._off_loop(self._store.retrieve, query, k, metadata_filter, filepath_globpattern)
+        search = functools.partial(self._store.retrieve, **options)
+        return await self._off_loop(search, query, k, metadata_filter, filepath_globpattern)
 
     async def await_until_fresh(self, timeout: float | None = None) -> bool:
         """``wait_until_fresh`` without blocking the loop: True once every source has delivered its
