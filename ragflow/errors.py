@@ -7,6 +7,7 @@ RagflowError
 │   └── IncompleteParse  part of a document cannot be parsed; the rest is indexed, the reason recorded
 ├── EmbedError         an embedder failed on a batch
 ├── IndexStoreError    a vector index operation failed (named to avoid the builtin IndexError)
+│   └── StalePositionError  a shared index refused a commit: another process moved its positions
 ├── FilterError        a metadata filter or glob pattern is invalid
 └── EngineError        a bug or misuse of the engine itself: fails loudly
     └── SchemaError    a row does not match its table's declared schema
@@ -31,6 +32,7 @@ __all__ = [
     "RagflowError",
     "SchemaError",
     "SourceError",
+    "StalePositionError",
 ]
 
 
@@ -65,6 +67,12 @@ class EmbedError(RagflowError):
 
 class IndexStoreError(RagflowError):
     """A vector index operation failed."""
+
+
+class StalePositionError(IndexStoreError):
+    """A commit's positions did not start where the shared index's did: another process applied those
+    messages (it owns the partition now). Nothing was applied; read the positions again and resume from
+    them."""
 
 
 class FilterError(RagflowError):

@@ -39,6 +39,7 @@ __all__ = [
     "STOP_CHECK_S",
     "ChangeKind",
     "CheckpointWait",
+    "ConsumerGroupSource",
     "DocumentChange",
     "DocumentSource",
     "EmitChanges",
@@ -141,6 +142,24 @@ class DocumentSource(Protocol):
         mode: Mode,
         position: Any = None,
     ) -> None: ...
+
+
+@runtime_checkable
+class ConsumerGroupSource(Protocol):
+    """A source read from partitioned logs by a consumer group (the ``kafka`` source): what ``ragflow
+    worker`` needs to consume its topics itself, with the offsets kept by a shared index instead of the
+    group. ``consumer`` holds the user's client settings (librdkafka's names)."""
+
+    name: str
+    topics: list[str]
+    group_id: str
+    bootstrap_servers: str
+    consumer: dict[str, Any]
+
+    def change_of(self, message: Any) -> DocumentChange:
+        """The change a consumed client message (a ``confluent_kafka.Message``) stands for, in the
+        source's message format; a poison message becomes an UPSERT with ``error`` set."""
+        ...
 
 
 def position_scope(source: object) -> PositionScope:

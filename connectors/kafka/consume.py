@@ -165,7 +165,7 @@ class KafkaRun(SourceRun[None]):
             if place not in self.assigned:
                 continue  # fetched before its partition was revoked: the new owner reads it
             self.at_end.discard(place)
-            message = _message(raw)
+            message = Message.of(raw)
             if place in self.by_time:
                 start = self.source.start.timestamp_millis or 0
                 if (message.timestamp_millis or 0) < start:
@@ -453,19 +453,6 @@ class KafkaRun(SourceRun[None]):
             f"cannot reach the Kafka brokers {self.source.bootstrap_servers} ({detail}); retrying with "
             "backoff"
         )
-
-
-def _message(raw: Any) -> Message:
-    stamp_type, stamp = raw.timestamp()
-    return Message(
-        raw.topic(),
-        raw.partition(),
-        raw.offset(),
-        raw.key(),
-        raw.value(),
-        tuple(raw.headers() or ()),
-        stamp if stamp_type else None,
-    )
 
 
 def _place(metadata: Any) -> tuple[str, int] | None:

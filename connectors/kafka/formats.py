@@ -43,6 +43,20 @@ class Message:
     headers: tuple[tuple[str, bytes | None], ...] = ()
     timestamp_millis: int | None = None
 
+    @classmethod
+    def of(cls, raw: Any) -> Message:
+        """What the source needs of ``raw``, a consumed ``confluent_kafka.Message``."""
+        stamp_type, stamp = raw.timestamp()
+        return cls(
+            raw.topic(),
+            raw.partition(),
+            raw.offset(),
+            raw.key(),
+            raw.value(),
+            tuple(raw.headers() or ()),
+            stamp if stamp_type else None,
+        )
+
     @property
     def where(self) -> str:
         """``topic[partition]@offset``, as errors name the message."""

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ragflow.errors import ConfigError
-from ragflow.sources import CheckpointWait, EmitChanges, HeldDocuments, SourceStatus
+from ragflow.sources import CheckpointWait, DocumentChange, EmitChanges, HeldDocuments, SourceStatus
 
-from .formats import FORMATS, DecodeOptions, MessageFormat
+from .formats import FORMATS, DecodeOptions, Message, MessageFormat, decode
 from .offsets import StartAt, parse_start
 
 __all__ = ["KafkaSource"]
@@ -125,3 +125,9 @@ class KafkaSource:
         from .consume import KafkaRun
 
         KafkaRun(self, emit, stop).run(mode, position)
+
+    def change_of(self, message: Any) -> DocumentChange:
+        """The change a consumed ``confluent_kafka.Message`` stands for, decoded as this source decodes
+        its messages (a poison message: an UPSERT with ``error`` set). ``ragflow worker`` consumes with its
+        own offsets and decodes through this (``ragflow.sources.ConsumerGroupSource``)."""
+        return decode(Message.of(message), self.decode_options).change

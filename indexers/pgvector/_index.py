@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ragflow.documents import Hit, Metadata, VectorRecord
-from ragflow.errors import IndexStoreError
+from ragflow.errors import IndexStoreError, StalePositionError
+from ragflow.shared_index import DocumentEntry, PositionAdvance
 
 from ._filters import SqlFilter, translate
 from ._schema import Tables
 
-__all__ = ["DocumentEntry", "PgvectorIndex", "PositionAdvance", "StalePositionError"]
+__all__ = ["PgvectorIndex"]
 
 log = logging.getLogger("ragflow.indexers.pgvector")
 
@@ -33,32 +33,6 @@ _MAGIC = "ragflow-pgvector/1"
 _ID_RANGE = range(-(2**63), 2**63)
 _GROWTH = 4
 """How much a filtered search widens its candidates when too few of them pass the filter."""
-
-
-class StalePositionError(IndexStoreError):
-    """A commit's positions did not start where the table's did: another process applied those messages
-    (it owns the partition now). Nothing was applied; read the positions again and resume from them."""
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentEntry:
-    """A document as one epoch left it: its metadata, its number of chunks and its error, if any."""
-
-    doc_id: str
-    metadata: Metadata
-    chunks: int
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PositionAdvance:
-    """One partition's position moving from ``expected`` (``None``: never stored) to ``next_offset``."""
-
-    group: str
-    topic: str
-    partition: int
-    expected: int | None
-    next_offset: int
 
 
 class PgvectorIndex:

@@ -1,6 +1,9 @@
 """``ragflow worker``: one of N indexer processes in a Kafka consumer group, each parsing, splitting and
 embedding the documents of the partitions it is assigned and applying them to a shared pgvector index,
-one transaction per batch together with the partitions' offsets (exactly-once into PostgreSQL)."""
+one transaction per batch together with the partitions' offsets (exactly-once into PostgreSQL).
+
+It sees the source as a ``ConsumerGroupSource`` and the index as a ``SharedIndex``: both are built from
+the configuration by their entry point names (``kafka``, ``pgvector``), never imported."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,9 +24,10 @@ from ragflow.cli._config_options import add_config_arguments, config_from
 from ragflow.cli._errors import EXIT_OK
 from ragflow.cli._output import add_log_level_argument, configure_logging, say
 from ragflow.documents import Embedder, Parser, Splitter, VectorRecord
-from ragflow.errors import ConfigError, IndexStoreError
+from ragflow.errors import ConfigError, IndexStoreError, StalePositionError
 from ragflow.pipeline import document_chunks
-from ragflow.sources import ChangeKind, DocumentChange
+from ragflow.shared_index import DocumentEntry, PositionAdvance, SharedIndex
+from ragflow.sources import ChangeKind, ConsumerGroupSource, DocumentChange
 
 log = logging.getLogger("ragflow.worker")
 
@@ -67,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
             f"ragflow worker writes to a shared index of kind pgvector; the configuration's is "
             f"{config.index.kind!r} (index: {{kind: pgvector, dsn: ..., table: ...}})"
         )
-    (source,) = config.build_sources()  # a KafkaSource
-    source = cast(Any, source)
+    (source,) = config.build_sources()
+    if not isinstance(source, ConsumerGroupSource):
+        raise ConfigError(f"source {source.name!r} cannot be consumed by a group of workers")
     embedder = config.build_embedder()
+    index = config.build_index(embedder.dim)
+    if not isinstance(index, SharedIndex):
+        raise ConfigError(f"index kind {config.index.kind!r} cannot be shared by several workers")
     worker = IndexWorker(
-        source, config.build_index(embedder.dim), config.build_parser(),
-        config.build_splitter(embedder), embedder, batch=args.batch,
-    )  # fmt: skip
+        source, index, config.build_parser(), config.build_splitter(embedder), embedder, batch=args.batch
+    )
     stop = threading.Event()
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -92,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 class IndexWorker:
-    """The consumer loop of one worker. ``source`` is a ``KafkaSource`` (its topics, group, consumer
-    settings and message format); ``index`` a ``PgvectorIndex``."""
+    """The consumer loop of one worker: ``source`` gives the topics, group, consumer settings and message
+    format (the ``kafka`` source is one); ``index`` takes each batch with its offsets (``pgvector``)."""
 
     def __init__(
         self,
-        source: Any,
-        index: Any,
+        source: ConsumerGroupSource,
+        index: SharedIndex,
         parser: Parser,
         splitter: Splitter,
         embedder: Embedder,
@@ -185,24 +192,16 @@ class IndexWorker:
     # -- one batch ------------------------------------------------------------------------------
 
     def _apply(self, raw_messages: list[Any], stop: threading.Event) -> None:
-        from ragflow.connectors.kafka.formats import Message, decode
-        from ragflow.indexers.pgvector import PositionAdvance
-
         changes: dict[str, DocumentChange] = {}
         ends: dict[tuple[str, int], int] = {}
         for raw in raw_messages:
             place = (raw.topic(), raw.partition())
             if raw.error() is not None or place not in self.expected:
                 continue  # an error event, or fetched before its partition was revoked
-            stamp_type, stamp = raw.timestamp()
-            message = Message(
-                raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value(),
-                tuple(raw.headers() or ()), stamp if stamp_type else None,
-            )  # fmt: skip
-            change = decode(message, self.source.decode_options).change
+            change = self.source.change_of(raw)
             changes.pop(change.doc_id, None)  # the newest message of a document wins
             changes[change.doc_id] = change
-            ends[place] = message.offset + 1
+            ends[place] = raw.offset() + 1
         if not ends:
             return
         records, documents = self._index_changes(list(changes.values()))
@@ -218,8 +217,6 @@ class IndexWorker:
             try:
                 self.index.commit(records, documents=documents, positions=advances)
             except IndexStoreError as exc:
-                from ragflow.indexers.pgvector import StalePositionError
-
                 stale = isinstance(exc, StalePositionError)
                 if stale or pause is None or stop.is_set():
                     # another worker owns those partitions now, or the database stays down: read again
@@ -236,11 +233,11 @@ class IndexWorker:
             self.transactions += 1
             return
 
-    def _index_changes(self, changes: list[DocumentChange]) -> tuple[list[VectorRecord], dict[str, Any]]:
+    def _index_changes(
+        self, changes: list[DocumentChange]
+    ) -> tuple[list[VectorRecord], dict[str, DocumentEntry | None]]:
         """The chunk records and document entries of a batch's changes (the newest per document)."""
-        from ragflow.indexers.pgvector import DocumentEntry
-
-        documents: dict[str, Any] = {}
+        documents: dict[str, DocumentEntry | None] = {}
         chunks = []
         for change in changes:
             if change.kind is ChangeKind.DELETE:
