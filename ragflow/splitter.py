@@ -7,9 +7,10 @@ import bisect
 import enum
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, pairwise
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +20,28 @@ from ragflow.documents import Chunk
 from ragflow.errors import ConfigError
 from ragflow.tokenizer import get_encoding
 
-__all__ = ["TokenSplitter"]
+__all__ = ["InputWindow", "TokenSplitter"]
+
+
+class InputWindow(Protocol):
+    """What an embedding model reads of a text, in the model's own tokens: a chunk longer than
+    ``max_tokens`` (special tokens included) would be truncated or embedded in parts."""
+
+    @property
+    def name(self) -> str:
+        """Which tokenizer counts (part of the splitter's identity)."""
+        ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """The exact number of the model's tokens of each text."""
+        ...
+
+    def bound(self, text: str) -> int:
+        """An upper bound of ``count([text])[0]`` that costs much less than counting."""
+        ...
 
 
 class _Break(enum.IntEnum):
@@ -55,6 +77,10 @@ _MIN_BUDGET = 4
 # The overlap is taken from this many characters per overlap token at the end of the previous chunk.
 _OVERLAP_CHARS_PER_TOKEN = 8
 
+# The smallest input window a splitter accepts: any one character (at most 4 UTF-8 bytes, so at most 4
+# tokens of any tokenizer that falls back to bytes) and a few special tokens always fit it.
+_MIN_WINDOW = 16
+
 
 @dataclass(frozen=True, slots=True)
 class _Segment:
@@ -85,6 +111,12 @@ class TokenSplitter:
     Token counts use ``encode_ordinary``: text that spells a special token such as ``<|endoftext|>``
     is counted as the ordinary text it is. A splitter may be shared by threads.
 
+    With a ``window`` (the embedding model's own tokenizer and input limit, ``InputWindow``), no chunk
+    is longer than the model reads either: a segment over the window is cut further (at sentences, lines,
+    words), and a chunk over it gives up segments at its end, as it does for ``max_tokens``. Only a text
+    whose cheap ``bound`` exceeds the window is counted exactly. Every decision still depends on the
+    content of the segments alone, so an edit still re-creates only the chunks around it.
+
     Example:
         >>> splitter = TokenSplitter(max_tokens=64)
         >>> [c.text for c in splitter.split("First paragraph.\\n\\nSecond one.")]
@@ -98,6 +130,7 @@ class TokenSplitter:
         encoding: str | tiktoken.Encoding = "cl100k_base",
         *,
         target_tokens: int | None = None,
+        window: InputWindow | None = None,
     ) -> None:
         if max_tokens < 2 * _MIN_BUDGET:
             raise ConfigError(f"max_tokens must be at least {2 * _MIN_BUDGET}, got {max_tokens}")
@@ -115,13 +148,41 @@ class TokenSplitter:
             target_tokens = self._budget
         if target_tokens < 1:
             raise ConfigError(f"target_tokens must be positive, got {target_tokens}")
+        if window is not None and window.max_tokens < _MIN_WINDOW:
+            raise ConfigError(
+                f"the input window of {window.name} must hold at least {_MIN_WINDOW} tokens, "
+                f"got {window.max_tokens}"
+            )
         self.target_tokens = target_tokens
         self._encoding = get_encoding(encoding) if isinstance(encoding, str) else encoding
         self.encoding_name: str = self._encoding.name
         # Part of the splitter's identity (with the settings above): bump it whenever a change to this
         # module moves any chunk boundary, so that stores keyed on it re-split instead of mixing both.
         self.algorithm_version = 1
+        # Also part of the identity, when set: chunks cut to a window differ from chunks that are not
+        # (a store keyed on the identity refuses, or rebuilds, a state split without the window).
+        self.window_name: str | None = window.name if window is not None else None
+        self.window_tokens: int | None = window.max_tokens if window is not None else None
+        self._window = window
         self._gap_tokens: dict[str, int] = {}
+
+    @classmethod
+    def for_embedder(
+        cls,
+        embedder: Any,
+        max_tokens: int | None = None,
+        overlap: int = 0,
+        encoding: str | tiktoken.Encoding = "cl100k_base",
+    ) -> TokenSplitter:
+        """The splitter for ``embedder``'s chunks: ``max_tokens`` defaults to the embedder's, and the
+        embedder's ``input_window()``, when it has one, bounds every chunk in the model's own tokens."""
+        input_window = getattr(embedder, "input_window", None)
+        return cls(
+            max_tokens if max_tokens is not None else embedder.max_tokens,
+            overlap,
+            encoding,
+            window=input_window() if callable(input_window) else None,
+        )
 
     def split(self, text: str) -> list[Chunk]:
         """Cut ``text`` into chunks with ``chunk.text == text[chunk.start:chunk.end]`` and
@@ -140,6 +201,14 @@ class TokenSplitter:
         """The number of tokens ``text`` has in this splitter's encoding."""
         return len(self._encoding.encode_ordinary(text))
 
+    def _window_excess(self, text: str) -> int:
+        """How many of the model's tokens ``text`` has beyond the window (0 if it fits or there is no
+        window); counted exactly only when the cheap bound does not prove that it fits."""
+        window = self._window
+        if window is None or window.bound(text) <= window.max_tokens:
+            return 0
+        return max(0, window.count([text])[0] - window.max_tokens)
+
     # -- segments -------------------------------------------------------------------------------
 
     def _segment(
@@ -157,8 +226,10 @@ class TokenSplitter:
         if n_tokens is None and end - start <= _MAX_CHARS_PER_TOKEN * self._budget:
             n_tokens = self.count_tokens(text[start:end])
         if n_tokens is not None and n_tokens <= self._budget:
-            out.append(_Segment(start, end, n_tokens, break_after))
-            return
+            if not self._window_excess(text[start:end]):
+                out.append(_Segment(start, end, n_tokens, break_after))
+                return
+            n_tokens = None  # too long for the window: cut it like a piece over the budget
         if level >= len(_LEVELS):
             self._cut_windows(text, start, end, break_after, out)
             return
@@ -224,11 +295,19 @@ class TokenSplitter:
                     if k >= 0 and c0 < spaces[k][0]:
                         cut, resume, strength = spaces[k][0], spaces[k][1], _Break.WORD
                 n_tokens = self.count_tokens(piece[c0:cut])
-                # One character always fits (see _MIN_BUDGET); anything longer is measured, since a
-                # substring need not tokenize like its part of the whole.
-                if n_tokens <= self._budget or cut == c0 + 1:
+                # One character always fits (see _MIN_BUDGET, _MIN_WINDOW); anything longer is
+                # measured, since a substring need not tokenize like its part of the whole.
+                if cut == c0 + 1:
                     break
-                limit -= max(1, n_tokens - self._budget)
+                if n_tokens > self._budget:
+                    limit -= max(1, n_tokens - self._budget)
+                    continue
+                excess = self._window_excess(piece[c0:cut])
+                if not excess:
+                    break
+                # the window's tokens over its size, in proportion as this splitter's tokens
+                assert self._window is not None
+                limit -= max(1, -(-n_tokens * excess // (self._window.max_tokens + excess)))
             out.append(
                 _Segment(start + c0, start + cut, n_tokens, break_after if resume >= len(piece) else strength)
             )
@@ -271,7 +350,7 @@ class TokenSplitter:
                     # The estimate counts separators on their own and merging across them rarely
                     # changes the count, but the limit is a promise: give up a segment if needed.
                     # A single segment always fits, without overlap if need be.
-                    if n_tokens <= self.max_tokens or cut == i:
+                    if cut == i or (n_tokens <= self.max_tokens and not self._window_excess(text[start:end])):
                         break
                     cut -= 1
                 yield start, end, n_tokens
@@ -331,9 +410,14 @@ class TokenSplitter:
                 if new_start >= start:
                     break
                 total = self.count_tokens(text[new_start:end])
-                if total <= self.max_tokens:
+                if total > self.max_tokens:
+                    want -= total - self.max_tokens
+                    continue
+                excess = self._window_excess(text[new_start:end])
+                if not excess:
                     return new_start, total
-                want -= total - self.max_tokens
+                # An overlap is worth less than a fitting chunk: halve it until the window holds both.
+                want //= 2
         return start, known if known is not None else self.count_tokens(text[start:end])
 
 

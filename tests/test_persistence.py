@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -455,6 +455,41 @@ def test_a_state_of_another_splitter_is_refused(tmp_path: Path) -> None:
     index_once(tmp_path / "docs", tmp_path / "state")
     with pytest.raises(IncompatibleStateError, match="parser/splitter"):
         open_store(tmp_path / "docs", tmp_path / "state", splitter=TokenSplitter(max_tokens=60))
+
+
+class WordWindow:
+    """A model window of 40 tokens, a word each (and 2 special ones)."""
+
+    name, max_tokens = "fake word tokens", 40
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [2 + len(text.split()) for text in texts]
+
+    def bound(self, text: str) -> int:
+        return self.count([text])[0]
+
+
+class WindowedHashingEmbedder(HashingEmbedder):
+    """The same model as ``HashingEmbedder``, which now tells the splitter its input window."""
+
+    def input_window(self) -> WordWindow:
+        return WordWindow()
+
+
+def test_a_state_split_without_the_models_window_is_refused_once_the_window_is_known(tmp_path: Path) -> None:
+    # chunks cut to the model's window have other boundaries (and ids): an older state must not be
+    # mixed with them, so the window is part of the parser/splitter identity
+    write_docs(tmp_path / "docs", 2)
+    before = index_once(tmp_path / "docs", tmp_path / "state")
+    assert max(len(chunk[-1].split()) for chunk in index_contents(before)) > 38  # 40-word paragraphs
+    with pytest.raises(IncompatibleStateError, match="parser/splitter"):
+        open_store(tmp_path / "docs", tmp_path / "state", WindowedHashingEmbedder())
+    embedder = WindowedHashingEmbedder()
+    after = index_once(
+        tmp_path / "docs", tmp_path / "state", embedder=embedder, on_incompatible_state="rebuild"
+    )
+    assert max(len(chunk[-1].split()) for chunk in index_contents(after)) <= 38
+    assert index_once(tmp_path / "docs", tmp_path / "state", embedder=WindowedHashingEmbedder()).index.count()
 
 
 def test_rebuild_discards_an_incompatible_state_and_indexes_again(tmp_path: Path, caplog: Any) -> None:

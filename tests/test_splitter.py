@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -296,3 +296,131 @@ def test_splits_more_than_a_megabyte_per_second() -> None:
 def test_the_examples_in_the_docstrings_work(module: object) -> None:
     result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- splitter: the embedding model's own window ---------------------------------------------------------
+
+
+class DigitHeavyWindow:
+    """A fake model tokenizer that reads digits one by one and words whole: a chunk of numbers takes many
+    more of its tokens than of cl100k's, as identifiers and numbers do in a real WordPiece vocabulary.
+    Records what it counted exactly."""
+
+    name = "fake digit-by-digit tokens"
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self.counted: list[str] = []
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        self.counted.extend(texts)
+        return [2 + sum(c.isdigit() for c in text) + len(text.split()) for text in texts]
+
+    def bound(self, text: str) -> int:
+        # cheap and never below the count: a token per non-space character
+        return 2 + sum(not c.isspace() for c in text)
+
+
+def numbers_and_prose(seed: int, paragraphs: int = 50) -> list[str]:
+    """Paragraphs of prose, every third one dense with numbers (a table, a log)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(paragraphs):
+        if i % 3 == 1:
+            out.append(
+                " ".join(f"{rng.choice(WORDS)}={rng.randrange(10**6)}" for _ in range(rng.randint(5, 40)))
+            )
+        else:
+            out.append(prose(rng, rng.randint(1, 6)))
+    return out
+
+
+def check_window(window: DigitHeavyWindow, chunks: list[Chunk]) -> None:
+    assert all(n <= window.max_tokens for n in DigitHeavyWindow(0).count([c.text for c in chunks]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=texts
+    | st.lists(st.sampled_from(["12345", "9", "word", "x=1", ".", "\n\n"]), max_size=800).map(" ".join),
+    max_tokens=st.integers(8, 80),
+    overlap_share=st.floats(0, 0.5),
+    window_tokens=st.integers(16, 90),
+)
+def test_no_chunk_exceeds_the_models_window(
+    text: str, max_tokens: int, overlap_share: float, window_tokens: int
+) -> None:
+    window = DigitHeavyWindow(window_tokens)
+    splitter = TokenSplitter(max_tokens, overlap=int(max_tokens * overlap_share), window=window)
+    chunks = splitter.split(text)
+    check_chunks(splitter, text, chunks)
+    check_window(window, chunks)
+
+
+def test_chunks_over_the_window_are_cut_again_and_only_those() -> None:
+    text = "\n\n".join(numbers_and_prose(seed=11))
+    window = DigitHeavyWindow(200)
+    plain, fitted = TokenSplitter(128).split(text), TokenSplitter(128, window=window).split(text)
+    over = [c for c in plain if DigitHeavyWindow(0).count([c.text])[0] > 200]
+    assert over, "the test needs chunks that a cl100k limit alone lets overflow the window"
+    check_window(window, fitted)
+    # chunks that fitted stay as they were; only the overflowing ones (and their runs) are cut again
+    fitted_texts = {c.text for c in fitted}
+    kept = [c for c in plain if c not in over and c.text in fitted_texts]
+    assert len(kept) >= len(plain) - 3 * len(over)
+    assert len(fitted) > len(plain)
+
+
+def test_only_texts_the_cheap_bound_cannot_clear_are_counted_exactly() -> None:
+    window = DigitHeavyWindow(200)
+    TokenSplitter(128, window=window).split("\n\n".join(numbers_and_prose(seed=12)))
+    assert window.counted, "numeric paragraphs are near the limit and must be counted"
+    assert all(window.bound(text) > window.max_tokens for text in window.counted)
+    prose_only = DigitHeavyWindow(1000)  # roomier than any bound of a 128-token prose chunk
+    TokenSplitter(128, window=prose_only).split("\n\n".join(document(seed=12)))
+    assert prose_only.counted == []
+
+
+@pytest.mark.parametrize("overlap", [0, 16])
+@pytest.mark.parametrize("seed", range(4))
+def test_cutting_to_the_window_keeps_edits_local(seed: int, overlap: int) -> None:
+    window = DigitHeavyWindow(150)
+    splitter = TokenSplitter(128, overlap=overlap, window=window)
+    paragraphs = numbers_and_prose(seed)
+    assert len(splitter.split("\n\n".join(paragraphs))) >= 15
+    for i in (24, 25):  # a prose paragraph and a numeric one
+        edited = list(paragraphs)
+        edited[i] = edited[i].replace(" ", " 1234 ", 1) + " One more sentence at the end."
+        inserted = [*paragraphs[:i], "A new paragraph, inserted here.", *paragraphs[i:]]
+        deleted = paragraphs[:i] + paragraphs[i + 1 :]
+        for after in (edited, inserted, deleted):
+            assert changed_chunks(splitter, paragraphs, after) <= 3
+
+
+def test_without_a_window_the_chunks_and_the_identity_are_unchanged() -> None:
+    text = "\n\n".join(numbers_and_prose(seed=13))
+    plain, roomy = TokenSplitter(128), TokenSplitter(128, window=DigitHeavyWindow(100_000))
+    assert plain.split(text) == roomy.split(text)
+    assert (plain.window_name, plain.window_tokens) == (None, None)
+    assert (roomy.window_name, roomy.window_tokens) == ("fake digit-by-digit tokens", 100_000)
+
+
+def test_for_embedder_takes_the_embedders_limit_and_window() -> None:
+    class WindowedEmbedder:
+        max_tokens = 96
+
+        def input_window(self) -> DigitHeavyWindow:
+            return DigitHeavyWindow(150)
+
+    class PlainEmbedder:
+        max_tokens = 64
+
+    windowed = TokenSplitter.for_embedder(WindowedEmbedder())
+    assert (windowed.max_tokens, windowed.window_tokens) == (96, 150)
+    plain = TokenSplitter.for_embedder(PlainEmbedder(), max_tokens=32, overlap=8)
+    assert (plain.max_tokens, plain.overlap, plain.window_tokens) == (32, 8, None)
+
+
+def test_a_window_too_small_for_one_character_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="input window of fake digit-by-digit tokens must hold at least 16"):
+        TokenSplitter(64, window=DigitHeavyWindow(15))

@@ -154,9 +154,8 @@ class RagflowConfig(Section):
         from ..splitter import TokenSplitter
 
         section = self.splitter
-        max_tokens = section.max_tokens if section.max_tokens is not None else embedder.max_tokens
         try:
-            return TokenSplitter(max_tokens=max_tokens, overlap=section.overlap, encoding=section.encoding)
+            return TokenSplitter.for_embedder(embedder, section.max_tokens, section.overlap, section.encoding)
         except ConfigError as exc:
             raise self._origin.error(("splitter",), str(exc)) from None
 

@@ -35,6 +35,7 @@ from ragflow.embedders.precision import (
     worth_recalibrating,
 )
 from ragflow.embedders.query_batching import QueryPriority
+from ragflow.embedders.word_pieces import WordPieceWindow
 from ragflow.errors import ConfigError, EmbedError
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # copyright files (names, e-mails, URLs, versions) take 1.17-1.27 on average, up to 2.6, and overflow
 # in 19-46% of windows at N=200, 3-15% at N=160, but only 0.2-0.6% at N=128, where prose peaks at 187
 # word-pieces. Half the window is therefore the default; the model was also trained on inputs of at
-# most 128 word-pieces. The rare chunk that still overflows is not truncated: see ``embed``. Retrieval
+# most 128 word-pieces. The rare chunk that still overflows is cut by the splitter to the window counted in
+# word-pieces (``input_window``), and ``embed`` never truncates a text given it anyway. Retrieval
 # quality agrees (docs/benchmarks.md, 135 labelled questions over the PostgreSQL manual): 128 tokens match
 # 256 at recall@5/10 while 13.4% of 256-token chunks overflow the window and none of 128.
 _CL100K_TOKENS_PER_WORD_PIECE = 0.5
@@ -122,6 +124,7 @@ class LocalEmbedder:
         self.precision = check_precision(_override("RAGFLOW_EMBED_PRECISION", precision))
         self._dim, self._max_input_tokens = _read_model_config(self._path)
         self._max_tokens = max_tokens
+        self._input_window: WordPieceWindow | None = None
         self._model: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
         # Hugging Face fast tokenizers are not safe to call from two threads at once ("Already
@@ -257,6 +260,13 @@ class LocalEmbedder:
         self._max_input_tokens = _max_seq_length(model)
         logger.info("loaded embedding model %s (dim %d) on %s", self._model_id, dim, hardware.device)
         return model
+
+    def input_window(self) -> WordPieceWindow:
+        """The model's input window counted in its own tokenizer, for the splitter to fit every chunk to it
+        (``TokenSplitter.for_embedder``); loads the tokenizer only, not the model."""
+        if self._input_window is None:
+            self._input_window = WordPieceWindow(self._path, self.max_input_tokens, self._model_id)
+        return self._input_window
 
     def count_word_pieces(self, texts: Sequence[str]) -> list[int]:
         """How many of the model's tokens each text takes, special tokens included, untruncated."""

@@ -82,4 +82,4 @@ def _default_parser() -> Parser:
 def _default_splitter(embedder: Embedder) -> Splitter:
     from ..splitter import TokenSplitter
 
-    return TokenSplitter(max_tokens=embedder.max_tokens)
+    return TokenSplitter.for_embedder(embedder)
