@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import multiprocessing
 import os
 import random
 import sys
@@ -74,6 +75,8 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     """Answers other than 2xx and 503, and failed connections, per status (``conn`` for the latter)."""
     shed: int = 0
+    shed_latencies: list[float] = field(default_factory=list)
+    """How long each 503 took to come back."""
     retry_after: set[str] = field(default_factory=set)
     healthz: list[float] = field(default_factory=list)
     rss: list[tuple[float, int]] = field(default_factory=list)
@@ -111,6 +114,7 @@ class LoadResult:
             "errors": dict(self.errors),
             "shed": self.shed,
             "retry_after": sorted(self.retry_after),
+            "shed_p99_ms": round(percentile(self.shed_latencies, 0.99) * 1000, 1) if self.shed else None,
             "healthz_p99_ms": round(percentile(self.healthz, 0.99) * 1000, 1) if self.healthz else None,
             "healthz_max_ms": round(max(self.healthz) * 1000, 1) if self.healthz else None,
             "rss_start_mib": round(after[0] / 2**20) if after else None,
@@ -190,6 +194,7 @@ class _Run:
                 self.result.latencies.setdefault(op, []).append(now - started)
             elif status == 503:
                 self.result.shed += 1
+                self.result.shed_latencies.append(now - started)
                 self.result.retry_after.add(headers.get("retry-after", headers.get("Retry-After", "")))
             else:
                 key = str(status) if status else "conn"
@@ -216,19 +221,21 @@ class _Run:
             except (OSError, http.client.HTTPException):
                 status, headers = 0, {}
             self.record(op, started, status, headers)
-            if status == 503:
-                self.stop.wait(0.05)  # a real client would honour Retry-After; this one retries soon
+            if status == 503:  # as a polite client does
+                self.stop.wait(_retry_after(headers))
 
     def health(self) -> None:
-        client = _Client(self.server.port, None)
-        while not self.stop.wait(0.1):
-            started = time.perf_counter()
-            try:
-                client.request("GET", "/healthz")
-            except (OSError, http.client.HTTPException):
-                continue
-            if self.measuring_from <= started < self.measuring_to:
-                self.result.healthz.append(time.perf_counter() - started)
+        """``/healthz`` every 0.1 s from a process of its own: the clients' threads here would delay it."""
+        context = multiprocessing.get_context("spawn")
+        receiver, sender = context.Pipe(duplex=False)
+        stop = context.Event()
+        prober = context.Process(target=_probe_health, args=(self.server.port, stop, sender), daemon=True)
+        prober.start()
+        self.stop.wait()
+        stop.set()
+        samples: list[tuple[float, float]] = receiver.recv() if receiver.poll(30) else []
+        prober.join(10)
+        self.result.healthz = [t for at, t in samples if self.measuring_from <= at < self.measuring_to]
 
     def editor(self) -> None:
         rng = random.Random(self.options.seed)
@@ -328,6 +335,28 @@ def _threads(targets: list[Callable[[], None]], stop: threading.Event) -> Iterat
             thread.join(90)
 
 
+def _probe_health(port: int, stop: Any, results: Any) -> None:
+    """In a child process: GET /healthz every 0.1 s until ``stop``; send ``[(sent_at, seconds)]``."""
+    client = _Client(port, None)
+    samples = []
+    while not stop.wait(0.1):
+        started = time.perf_counter()
+        try:
+            client.request("GET", "/healthz")
+        except (OSError, http.client.HTTPException):
+            continue
+        samples.append((started, time.perf_counter() - started))
+    results.send(samples)
+
+
+def _retry_after(headers: dict[str, str]) -> float:
+    value = headers.get("retry-after", headers.get("Retry-After", "1"))
+    try:
+        return min(max(float(value), 0.0), 10.0)
+    except ValueError:
+        return 1.0
+
+
 def _converged(port: int, api_key: str | None, marker: str, timeout: float = 60.0) -> float | None:
     """Seconds until a retrieval of ``marker`` returns the chunk that holds it."""
     client = _Client(port, api_key)
@@ -370,8 +399,8 @@ def load_table(results: list[LoadResult]) -> str:
     """A Markdown table of ``results``, one row per run."""
     lines = [
         "| run | clients | ok/s | retrieve p50/p95/p99 ms | other ops p50/p99 ms | errors | shed (503) "
-        "| /healthz p99/max ms | RSS start/peak/end MiB | open files | converged s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| 503 p99 ms | /healthz p99/max ms | RSS start/peak/end MiB | open files | converged s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         s = result.summary()
@@ -384,7 +413,7 @@ def load_table(results: list[LoadResult]) -> str:
             f"| {s['label']} | {s['clients']} | {s['ok_per_s']} "
             f"| {percentiles} "
             f"| {others or '-'} | {sum(s['errors'].values())} {s['errors'] or ''} | {s['shed']} "
-            f"| {s['healthz_p99_ms']}/{s['healthz_max_ms']} "
+            f"| {s['shed_p99_ms'] or '-'} | {s['healthz_p99_ms']}/{s['healthz_max_ms']} "
             f"| {s['rss_start_mib']}/{s['rss_peak_mib']}/{s['rss_end_mib']} "
             f"| {s['fds_start']}->{s['fds_end']} | {s['converged_s']} |"
         )

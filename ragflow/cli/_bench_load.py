@@ -65,15 +65,15 @@ def run_load_command(args: argparse.Namespace) -> int:
             f"--clients is N[,N...] and --mix OP=WEIGHT[,...]; got {args.clients!r}, {args.mix!r}"
         ) from None
     unknown = [op for op, _ in mix if op not in OPERATIONS]
-    if unknown or not clients or min(clients) < 1:
+    if unknown or not clients or min(clients) < 0:
         raise ConfigError(
-            f"--mix operations are {', '.join(OPERATIONS)}; --clients at least 1 (got {unknown})"
+            f"--mix operations are {', '.join(OPERATIONS)}; --clients at least 0 (got {unknown})"
         )
     commands = args.server_cmd or [DEFAULT_SERVER_CMD]
     results = []
-    for command in commands:
+    for number, command in enumerate(commands, 1):
         for count in clients:
-            label = f"{count} clients" + (f", {command.split()[0]}" if len(commands) > 1 else "")
+            label = f"{count} clients" + (f", server {number}" if len(commands) > 1 else "")
             options = LoadOptions(
                 server_cmd=command,
                 clients=count,

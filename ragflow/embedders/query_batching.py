@@ -25,10 +25,11 @@ class QueryPriority:
     """Queries waiting for or in a forward pass, as indexing sees them.
 
     Query paths wrap their work in ``waiting(n)``; indexing calls ``bulk_batch_size(size)`` before each of
-    its batches, which waits (at most ``max_yield`` seconds, so indexing is never starved) until no query is
-    waiting, and returns a smaller batch (``size // shrink``) while queries keep coming (one came within
-    ``recent`` seconds): a query that arrives during an indexing batch then shares the processor with a
-    short batch, not a long one.
+    its batches, which waits until the queries waiting at that moment have their vectors (at most
+    ``max_yield`` seconds), so queries and indexing batches take turns: under a constant stream of queries
+    indexing still makes a batch after each query pass, never starved. It returns a smaller batch
+    (``size // shrink``) while queries keep coming (one came within ``recent`` seconds): a query that arrives
+    during an indexing batch then shares the processor with a short batch, not a long one.
 
     Example:
         >>> priority = QueryPriority()
@@ -46,6 +47,9 @@ class QueryPriority:
         self.recent = recent
         self.shrink = shrink
         self._cond = threading.Condition()
+        self._tickets: set[int] = set()
+        """One per ``waiting`` block in progress, numbered in order of arrival."""
+        self._next_ticket = 0
         self._waiting = 0
         self._last = -math.inf
         self.yields = 0
@@ -61,21 +65,27 @@ class QueryPriority:
         """Count ``queries`` as waiting while the block runs (from their arrival to their vectors)."""
         with self._cond:
             self._waiting += queries
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._tickets.add(ticket)
         try:
             yield
         finally:
             with self._cond:
                 self._waiting -= queries
+                self._tickets.discard(ticket)
                 self._last = time.monotonic()
-                if self._waiting == 0:
-                    self._cond.notify_all()
+                self._cond.notify_all()
 
     def bulk_batch_size(self, size: int) -> int:
         """Before an indexing batch of ``size``: let waiting queries go first, then the size to use."""
         with self._cond:
-            if self._waiting:
+            if self._tickets:
                 self.yields += 1
-                self._cond.wait_for(lambda: self._waiting == 0, timeout=self.max_yield)
+                arrived = self._next_ticket  # later queries wait for the next turn
+                self._cond.wait_for(
+                    lambda: not any(t < arrived for t in self._tickets), timeout=self.max_yield
+                )
             busy = time.monotonic() - self._last < self.recent
         return max(1, size // self.shrink) if busy else size
 

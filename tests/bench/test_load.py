@@ -4,6 +4,7 @@ until indexed, memory and open files are sampled, and the CLI prints the table."
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -41,3 +42,14 @@ def test_the_cli_runs_the_load_benchmark(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
     out = capsys.readouterr().out
     assert "| 2 clients | 2 |" in out and "retrieve p50/p95/p99" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("RAGFLOW_LONG") != "1", reason="a 30-minute soak: RAGFLOW_LONG=1")
+def test_a_30_minute_soak_keeps_memory_and_open_files_bounded() -> None:
+    command = f"{sys.executable} -m ragflow.cli serve {{folder}} --port {{port}} --state-dir {{state}}"
+    mix = (("retrieve", 8.0), ("answer", 1.0), ("upload", 1.0))
+    result = run_load(LoadOptions(server_cmd=command, clients=16, seconds=1800, mix=mix, soak=True))
+    ok, why = result.soak_verdict()
+    assert ok, why
+    assert not result.errors and result.converged is not None, result.summary()

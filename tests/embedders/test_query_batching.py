@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 import numpy.typing as npt
@@ -125,3 +126,21 @@ def test_indexing_never_waits_longer_than_max_yield() -> None:
 
 def test_without_queries_indexing_keeps_its_batch_size() -> None:
     assert QueryPriority(recent=0.5).bulk_batch_size(8) == 8
+
+
+def test_under_a_constant_stream_of_queries_indexing_takes_its_turn() -> None:
+    priority = QueryPriority(max_yield=30)
+    sizes: list[int] = []
+    with ExitStack() as first:
+        first.enter_context(priority.waiting(1))
+        indexing = threading.Thread(target=lambda: sizes.append(priority.bulk_batch_size(8)))
+        indexing.start()
+        deadline = time.monotonic() + 5
+        while priority.yields == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with priority.waiting(1):  # arrives while indexing waits: the next turn is indexing's
+            time.sleep(0.1)
+            assert not sizes, "indexing went on before the query waiting ahead of it"
+            first.close()
+            indexing.join(5)
+            assert sizes == [2], "indexing waited for a query that came after it"

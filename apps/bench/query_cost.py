@@ -1,0 +1,93 @@
+"""What one long query costs the local model, and what it costs a short query sent meanwhile: the query path
+(``embed_queries``: cut to the window before tokenizing) against the chunk path that queries took before
+(``embed``: every window of the text embedded and averaged), in the same run; printed as Markdown.
+
+    python -m apps.bench.query_cost [--chars 1000000] [--repeats 15]
+
+Target (issue 19): a query of any length costs at most 2x a short one, and a short query sent during a long
+one is not held up beyond its normal latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ragflow.embedders.local import LocalEmbedder
+
+SENTENCE = "The harbor lantern is lit at dusk by the keeper and guides ships past the copper reef. "
+SHORT = "who lights the harbor lantern?"
+
+
+def median_ms(call: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def short_while(embedder: LocalEmbedder, long_call: Callable[[], object], repeats: int) -> float:
+    """Median latency of short queries on ``embedder`` while ``long_call`` runs in another thread."""
+    done = threading.Event()
+
+    def run_long() -> None:
+        long_call()
+        done.set()
+
+    worker = threading.Thread(target=run_long)
+    worker.start()
+    times: list[float] = []
+    while not done.is_set() and len(times) < repeats:
+        started = time.perf_counter()
+        embedder.embed_queries([SHORT])
+        times.append(time.perf_counter() - started)
+    worker.join()
+    return statistics.median(times) * 1000 if times else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chars", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    long = (SENTENCE * (args.chars // len(SENTENCE) + 1))[: args.chars]
+    embedder = LocalEmbedder()
+    embedder.load()
+    queries = embedder.replica()  # as the store does: queries on their own copy
+    queries.load()
+    short = median_ms(lambda: queries.embed_queries([SHORT]), args.repeats)
+    window = median_ms(lambda: queries.embed_queries([long[: queries.query_chars]]), args.repeats)
+    cut = median_ms(lambda: queries.embed_queries([long]), args.repeats)
+    started = time.perf_counter()
+    queries.embed([long])  # the chunk path, which queries took before
+    before = (time.perf_counter() - started) * 1000
+    during_new = short_while(queries, lambda: [queries.embed_queries([long]) for _ in range(20)], 50)
+    during_old = short_while(queries, lambda: queries.embed([long]), 50)  # the lock it waited on
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, {args.chars:,}-character query")
+    print()
+    rows = [
+        (f"short ({len(SHORT)} chars), embed_queries", short),
+        (f"{queries.query_chars:,} chars (the cut), embed_queries", window),
+        (f"{args.chars:,} chars, embed_queries (now)", cut),
+        (f"{args.chars:,} chars, embed (before: every window), once", before),
+        (f"short, while {args.chars:,}-char queries run (now)", during_new),
+        (f"short, while one {args.chars:,}-char query runs (before)", during_old),
+    ]
+    print("| query | median ms | vs short |")
+    print("|---|---|---|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:.1f} | {ms / short:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
