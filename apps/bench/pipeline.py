@@ -2,6 +2,8 @@
 
     python -m apps.bench.pipeline [--docs N] [--edits N] [--edit-words N] [--query-chunks N]
         [--precision auto|float32|bfloat16] [--batch-size N] [--skip-indexing] [--quick]
+    python -m apps.bench.pipeline --against-float32 [--rounds N] [--edits N] [--edit-words N]
+        [--query-chunks N]
 
 Reports, as Markdown:
 1. initial indexing throughput (chunks/s) next to the raw embedder's throughput on exactly the batches the
@@ -10,6 +12,7 @@ Reports, as Markdown:
 2. single-document edit -> searchable latency p50/p95 (a one-chunk file rewritten, timed from just before the
    write until the change is searchable), with the embedder's one-chunk time as the floor;
 3. query latency (embed the query + search) over an index of N chunks.
+With ``--against-float32``, only 2 and 3, for the calibrated plan and for float32 alternating in rounds.
 The corpus is the docstrings of the Python standard library's modules (real prose, on every machine).
 """
 
@@ -130,7 +133,21 @@ def bench_indexing(embedder: LocalEmbedder, docs: int, rounds: int = 3) -> list[
 
 
 def bench_edits(embedder: LocalEmbedder, edits: int, words: int = 60) -> list[str]:
-    rng = random.Random(1)
+    ms, floor = edit_latencies(embedder, edits, words)
+    document = "one-chunk document" if words <= 60 else f"{words}-word document rewritten whole"
+    return [
+        f"| edit -> searchable, {document}, {edits} edits | p50 {percentile(ms, 0.5):.0f} ms | "
+        f"p95 {percentile(ms, 0.95):.0f} ms | embedder floor (1 chunk) {floor:.0f} ms "
+        f"(target p50 <= {150 if words <= 60 else 100} ms) |"
+    ]
+
+
+def edit_latencies(
+    embedder: LocalEmbedder, edits: int, words: int, seed: int = 1
+) -> tuple[list[float], float]:
+    """Write -> searchable of ``edits`` rewrites of a ``words``-word document (ms), and the embedder's
+    one-chunk time (ms, median of 10)."""
+    rng = random.Random(seed)
     corpus = stdlib_corpus(40)
     single = embedder.embed(["warm up"])  # noqa: F841 - model loaded before timing
     one_chunk = []
@@ -184,17 +201,19 @@ def bench_edits(embedder: LocalEmbedder, edits: int, words: int = 60) -> list[st
                 )
                 latencies.append(seen["edited.txt"] - started)
                 time.sleep(0.2)
-    ms = [x * 1000 for x in latencies]
-    floor = statistics.median(one_chunk) * 1000
-    document = "one-chunk document" if words <= 60 else f"{words}-word document rewritten whole"
-    return [
-        f"| edit -> searchable, {document}, {edits} edits | p50 {percentile(ms, 0.5):.0f} ms | "
-        f"p95 {percentile(ms, 0.95):.0f} ms | embedder floor (1 chunk) {floor:.0f} ms "
-        f"(target p50 <= {150 if words <= 60 else 100} ms) |"
-    ]
+    return [x * 1000 for x in latencies], statistics.median(one_chunk) * 1000
 
 
 def bench_queries(embedder: LocalEmbedder, chunks: int, queries: int) -> list[str]:
+    times, filtered = query_latencies(embedder, chunks, queries)
+    return [
+        f"| query (embed + top-10 search), {chunks:,} chunks | p50 {percentile(times, 0.5):.0f} ms | "
+        f"p95 {percentile(times, 0.95):.0f} ms | with a glob filter: p50 {percentile(filtered, 0.5):.0f} ms |"
+    ]
+
+
+def query_latencies(embedder: LocalEmbedder, chunks: int, queries: int) -> tuple[list[float], list[float]]:
+    """``store.retrieve`` times (ms) over an index of ``chunks`` random vectors: plain, and with a glob."""
     index = load_indexer("faiss")(dim=embedder.dim)
     rng = np.random.default_rng(0)
     for start in range(0, chunks, 50_000):
@@ -223,10 +242,47 @@ def bench_queries(embedder: LocalEmbedder, chunks: int, queries: int) -> list[st
             started = time.perf_counter()
             store.retrieve(query, k=10, filepath_globpattern="/d/1*.txt")
             filtered.append((time.perf_counter() - started) * 1000)
-    return [
-        f"| query (embed + top-10 search), {chunks:,} chunks | p50 {percentile(times, 0.5):.0f} ms | "
-        f"p95 {percentile(times, 0.95):.0f} ms | with a glob filter: p50 {percentile(filtered, 0.5):.0f} ms |"
+    return times, filtered
+
+
+def bench_against_float32(args: argparse.Namespace) -> list[str]:
+    """Edit -> searchable and query latency of the calibrated plan and of float32, alternating in rounds
+    (each round: one block of edits and one of queries per embedder), so a changing load hits both."""
+    embedders = {
+        "calibrated": LocalEmbedder(batch_size=args.batch_size, precision="auto"),
+        "float32": LocalEmbedder(batch_size=args.batch_size, precision="float32"),
+    }
+    for embedder in embedders.values():
+        embedder.embed(["load the model before timing anything"])
+    edits: dict[str, list[float]] = {name: [] for name in embedders}
+    queries: dict[str, list[float]] = {name: [] for name in embedders}
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in embedders}
+    for round_number in range(args.rounds):
+        for name, embedder in embedders.items():
+            ms, _ = edit_latencies(embedder, args.edits, args.edit_words, seed=round_number)
+            times, _ = query_latencies(embedder, args.query_chunks, 50)
+            edits[name] += ms
+            queries[name] += times
+            rounds[name].append((percentile(ms, 0.5), percentile(times, 0.5)))
+            print(
+                f"<!-- round {round_number + 1} {name}: edit p50 {rounds[name][-1][0]:.0f} ms, query p50 "
+                f"{rounds[name][-1][1]:.1f} ms, load {os.getloadavg()[0]:.1f} -->",
+                flush=True,
+            )
+    lines = [
+        f"| path | edit -> searchable p50 ({args.edit_words} words, {args.rounds}x{args.edits} edits) "
+        "| p95 | "
+        f"per-round p50s | query p50 ({args.query_chunks:,} chunks) | per-round query p50s |",
+        "|---|--:|--:|---|--:|---|",
     ]
+    for name, plan in ((name, embedder.plan) for name, embedder in embedders.items()):
+        lines.append(
+            f"| {name} (batches of {plan.batch_size} in {plan.bulk}, one text in {plan.single}) | "
+            f"{percentile(edits[name], 0.5):.0f} ms | {percentile(edits[name], 0.95):.0f} ms | "
+            f"{', '.join(f'{e:.0f}' for e, _ in rounds[name])} | {percentile(queries[name], 0.5):.1f} ms | "
+            f"{', '.join(f'{q:.1f}' for _, q in rounds[name])} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +297,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="the embedder's batch size (default: calibrated)")
     parser.add_argument("--skip-indexing", action="store_true", help="only edits and queries")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--against-float32",
+        action="store_true",
+        help="only edits and queries: the calibrated plan and float32 alternating, --rounds rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds for --against-float32")
     args = parser.parse_args(argv)
     if args.quick:
         args.docs, args.edits, args.query_chunks = 8, 5, 10_000
+    if args.against_float32:
+        print(
+            "# ragflow edit and query latency, calibrated against float32, "
+            f"{time.strftime('%Y-%m-%d %H:%M')}, "
+            f"{os.cpu_count()} cores, load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        )
+        for line in bench_against_float32(args):
+            print(line, flush=True)
+        return 0
     embedder = LocalEmbedder(batch_size=args.batch_size, precision=args.precision)
     embedder.embed(["load the model before timing anything"])
     plan = embedder.plan

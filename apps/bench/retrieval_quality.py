@@ -93,7 +93,8 @@ def evaluate(
     max_tokens: int,
     overlap: int,
 ) -> Scores:
-    splitter = TokenSplitter(max_tokens, overlap)
+    # as the pipeline splits: every chunk cut to the model's window in its own word-pieces too
+    splitter = TokenSplitter.for_embedder(embedder, max_tokens, overlap)
     owners: list[str] = []
     texts: list[str] = []
     tokens: list[int] = []
