@@ -8,6 +8,7 @@ import fnmatch
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def test_compose_mounts_the_folders_the_config_reads() -> None:
 
 def test_the_kafka_service_is_a_single_kraft_node_reachable_inside_and_outside_compose() -> None:
     kafka = compose()["services"]["kafka"]
-    assert kafka["profiles"] == ["kafka"]  # not started by a plain `up`
+    assert kafka["profiles"] == ["kafka", "scaled"]  # not started by a plain `up`
     image, _, tag = kafka["image"].partition(":")
     assert image == "apache/kafka" and re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin a release"
     env = {name: compose_defaults(str(value)) for name, value in kafka["environment"].items()}
@@ -149,6 +150,113 @@ def test_the_kafka_service_is_a_single_kraft_node_reachable_inside_and_outside_c
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"  # one broker
     data = kafka["volumes"][0].split(":")
     assert data[0] in compose()["volumes"] and data[1] == env["KAFKA_LOG_DIRS"]
+
+
+# -- the scaled profile (docs/scaling.md) ---------------------------------------------------------------
+
+SCALED = ("kafka", "topic", "postgres", "feeder", "worker", "replica-1", "replica-2")
+
+
+def service(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = compose()["services"][name]
+    return found
+
+
+def baked_config(service_name: str, environ: dict[str, str] | None = None) -> RagflowConfig:
+    """The configuration file a service's ``--config`` names, as the image holds it, loaded with the
+    service's environment under Compose's defaults (plus ``environ``)."""
+    command = service(service_name)["command"]
+    path = command[command.index("--config") + 1]
+    copies = {}
+    for arguments in arguments_of("COPY"):
+        *sources, destination = arguments.split()
+        for source in sources:
+            copies[destination + Path(source).name if destination.endswith("/") else destination] = source
+    assert path in copies, f"{service_name}: {path} is not copied into the image"
+    environment = {
+        k: compose_defaults(str(v)) for k, v in service(service_name).get("environment", {}).items()
+    }
+    return load_config(REPO / copies[path], environ={**environment, **(environ or {})})
+
+
+def test_the_scaled_profile_starts_nothing_without_it_and_everything_it_needs_with_it() -> None:
+    services = compose()["services"]
+    scaled = {name for name, s in services.items() if "scaled" in s.get("profiles", [])}
+    assert scaled == set(SCALED)
+    assert "profiles" not in services["qa-server"]  # the default deployment is unchanged
+    assert service("worker")["deploy"]["replicas"] == 2
+    ragflow_services = [name for name in scaled if service(name).get("image") == qa_service()["image"]]
+    replicas = [
+        n for n in ragflow_services if assert_ragflow_command(service(n)["command"]).command == "serve"
+    ]
+    assert sorted(replicas) == ["replica-1", "replica-2"]
+
+
+def test_the_scaled_roles_run_commands_the_cli_accepts_on_the_ragflow_image() -> None:
+    roles = {}
+    for name in ("feeder", "worker", "replica-1", "replica-2"):
+        assert (
+            service(name)["image"] == qa_service()["image"]
+            and service(name)["build"] == qa_service()["build"]
+        )
+        roles[name] = assert_ragflow_command(service(name)["command"])
+    assert roles["feeder"].command == "feed" and roles["worker"].command == "worker"
+    assert all(
+        roles[r].command == "serve" and roles[r].index == "pgvector" for r in ("replica-1", "replica-2")
+    )
+    # the feeder writes the topic the workers read, on the broker's internal listener
+    kafka_env = {k: compose_defaults(str(v)) for k, v in service("kafka")["environment"].items()}
+    internal = dict(item.split("://") for item in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(","))[
+        "INTERNAL"
+    ]
+    (source,) = baked_config("worker").sources
+    assert source.kind == "kafka" and source.options["bootstrap_servers"] == internal
+    assert compose_defaults(roles["feeder"].topic) == source.options["topics"]
+    assert roles["feeder"].bootstrap_servers == internal
+    topic = [compose_defaults(str(part)) for part in service("topic")["command"]]
+    assert topic[topic.index("--topic") + 1] == source.options["topics"]
+    assert int(topic[topic.index("--partitions") + 1]) >= 2 * service("worker")["deploy"]["replicas"]
+    assert topic[topic.index("--bootstrap-server") + 1] == internal
+    assert [s.kind for s in baked_config("feeder").sources] == ["folder"]
+
+
+def test_workers_and_replicas_share_the_pgvector_database_the_postgres_service_creates() -> None:
+    postgres = service("postgres")
+    image, _, tag = postgres["image"].partition(":")
+    assert image == "pgvector/pgvector" and re.fullmatch(r"\d+\.\d+\.\d+-pg\d+", tag), "pin a release"
+    env = {k: compose_defaults(str(v)) for k, v in postgres["environment"].items()}
+    expected = (
+        f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}"
+    )
+    for name in ("worker", "replica-1", "replica-2"):
+        config = baked_config(name)
+        assert config.index.kind == "pgvector" and config.index.options["dsn"] == expected
+        assert service(name)["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert service(name)["depends_on"]["topic"]["condition"] == "service_completed_successfully"
+    assert baked_config("worker", {"POSTGRES_PASSWORD": "s3cret"}).index.options["dsn"].count("s3cret") == 1
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert postgres["volumes"][0].split(":")[0] in compose()["volumes"]
+
+
+def test_the_replicas_publish_distinct_ports_onto_the_port_they_serve() -> None:
+    hosts = []
+    for name in ("replica-1", "replica-2"):
+        (mapping,) = service(name)["ports"]
+        host, container = compose_defaults(mapping).split(":")
+        config = baked_config(name)
+        assert int(container) == config.server.port and config.server.host == "0.0.0.0"
+        hosts.append(host)
+    assert len(set(hosts)) == 2
+    # the image's health probe fits the replicas; workers and the feeder serve no HTTP
+    assert all(service(name)["healthcheck"] == {"disable": True} for name in ("worker", "feeder"))
+
+
+def test_the_image_installs_the_kafka_and_pgvector_extras() -> None:
+    (extras,) = [a.split("=", 1)[1] for a in arguments_of("ARG") if a.startswith("RAGFLOW_EXTRAS=")]
+    assert set(extras.split(",")) >= {"kafka", "pgvector"}
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(extras.split(",")) <= set(optional)
+    assert any('pip install ".${RAGFLOW_EXTRAS:+[$RAGFLOW_EXTRAS]}"' in r for r in arguments_of("RUN"))
 
 
 # -- Dockerfile ----------------------------------------------------------------------------------------
