@@ -121,9 +121,12 @@ class IndexWorker:
         self.applied_messages = 0
         self.transactions = 0
         self.consumer: Any = None
+        self.stopping = threading.Event()
+        """``run``'s ``stop``: ends a wait for the database."""
 
     def run(self, stop: threading.Event) -> None:
         """Consume and apply until ``stop`` is set."""
+        self.stopping = stop
         from confluent_kafka import Consumer
 
         settings = {
@@ -165,18 +168,22 @@ class IndexWorker:
         log.info("revoked %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
     def _positions(self) -> dict[tuple[str, int], int]:
-        for pause in (*_RETRY_S, None):
+        """The offsets PostgreSQL holds, waited for while it is unreachable (nothing can be applied without
+        them): retried on the schedule, then every last pause, until it answers or the worker stops."""
+        attempt = 0
+        while True:
             try:
                 positions: dict[tuple[str, int], int] = self.index.positions(
                     self.source.group_id, self.source.topics
                 )
                 return positions
             except IndexStoreError as exc:
-                if pause is None:
+                if self.stopping.is_set():
                     raise
+                pause = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
+                attempt += 1
                 log.warning("cannot read positions (retrying in %.1f s): %s", pause, exc)
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+                self.stopping.wait(pause)
 
     def _rewind(self, places: Sequence[tuple[str, int]]) -> None:
         """Seek ``places`` back to the offsets PostgreSQL holds (after a failed or refused commit)."""
@@ -204,7 +211,12 @@ class IndexWorker:
             ends[place] = raw.offset() + 1
         if not ends:
             return
-        records, documents = self._index_changes(list(changes.values()))
+        try:
+            records, documents = self._index_changes(list(changes.values()))
+        except IndexStoreError as exc:  # reading the stored vectors failed: the database is away
+            log.warning("batch not indexed (%s); resuming from the stored offsets", exc)
+            self._rewind(list(ends))
+            return
         for attempt, pause in enumerate((*_RETRY_S, None)):
             advances = [
                 PositionAdvance(

