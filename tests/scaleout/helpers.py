@@ -3,8 +3,10 @@ shared pgvector table holds, and waiting for one to become the other."""
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from ragflow.parsers import DefaultParser
 from ragflow.pipeline import document_chunks
@@ -44,3 +46,21 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def random_document(rng: random.Random, name: str) -> bytes:
+    """A document of 20 to 400 random words, one to a few chunks."""
+    words = " ".join(f"{name}{rng.randrange(10_000)}" for _ in range(rng.randrange(20, 400)))
+    return f"{name}\n\n{words}\n".encode()
+
+
+def churn(folder: Path, rng: random.Random, names: Sequence[str], changes: int) -> None:
+    """``changes`` random changes to ``folder``: a present document deleted (30%), else one of ``names``
+    created or rewritten."""
+    for _ in range(changes):
+        path = folder / rng.choice(names)
+        if path.exists() and rng.random() < 0.3:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(random_document(rng, path.stem))

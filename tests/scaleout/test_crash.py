@@ -16,13 +16,12 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.scaleout.helpers import from_scratch, stored, wait_for
+from tests.scaleout.helpers import from_scratch, random_document, stored, wait_for
 from tests.servers.kafka import CONSUMER_SETTINGS, free_port, shared_broker
 from tests.servers.postgres import PostgresServer, shared_postgres
 
@@ -156,30 +155,13 @@ def _check_replicas(cluster: Cluster) -> None:
             assert sorted(hit["text"] for hit in hits) == sorted(texts), doc_id
 
 
-def _document(rng: random.Random, name: str) -> bytes:
-    words = " ".join(f"{name}{rng.randrange(10_000)}" for _ in range(rng.randrange(20, 400)))
-    return f"{name}\n\n{words}\n".encode()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    try:
-        yield made
-    finally:
-        made.stop_all()
-        from ragflow.indexers.pgvector import PgvectorIndex
-
-        PgvectorIndex(dim=64, dsn=shared_postgres().dsn, table=made.table).drop()
-
-
 def _run(cluster: Cluster, documents: int, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     names = [f"d{i // 10}/doc{i}.txt" for i in range(documents)]
     for name in names:
         path = cluster.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_document(rng, Path(name).stem))
+        path.write_bytes(random_document(rng, Path(name).stem))
     cluster.start_feed()
     for n in range(3):
         cluster.start_worker(f"worker{n}")
@@ -197,7 +179,7 @@ def _run(cluster: Cluster, documents: int, rounds: int, seed: int) -> None:
                 path.unlink()
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(_document(rng, Path(name).stem))
+                path.write_bytes(random_document(rng, Path(name).stem))
             if round_ % 2 == 0 and _ == 1:  # mid-burst: a worker dies, another joins
                 victim = rng.choice([n for n in cluster.processes if n.startswith("worker")])
                 cluster.kill(victim)

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.scaleout.helpers import wait_for
-from tests.scaleout.test_crash import Cluster, _document
-from tests.servers.postgres import shared_postgres
+from tests.scaleout.helpers import churn, wait_for
+from tests.scaleout.test_crash import Cluster
 
 pytest.importorskip("confluent_kafka")
 pytest.importorskip("psycopg")
@@ -45,44 +42,19 @@ def _topic_view(cluster: Cluster, quiet_s: float = 1.5) -> dict[str, bytes]:
     return {key: value for key, value in view.items() if value is not None}
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    try:
-        yield made
-    finally:
-        made.stop_all()
-        from ragflow.indexers.pgvector import PgvectorIndex
-
-        PgvectorIndex(dim=64, dsn=shared_postgres().dsn, table=made.table).drop()
-
-
-def _change(cluster: Cluster, rng: random.Random, names: list[str]) -> None:
-    path = cluster.folder / rng.choice(names)
-    if path.exists() and rng.random() < 0.3:
-        path.unlink()
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_document(rng, path.stem))
-
-
 def test_a_feeder_killed_mid_burst_resends_after_restart_and_topic_then_table_converge(
     cluster: Cluster,
 ) -> None:
     rng = random.Random(7)
     names = [f"d{i // 10}/doc{i}.txt" for i in range(40)]
-    for name in names[:30]:
-        path = cluster.folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_document(rng, path.stem))
+    churn(cluster.folder, rng, names, 30)
     cluster.start_feed()
     for n in range(2):
         cluster.start_worker(f"worker{n}")
     wait_for(cluster.converged, 120, "the first build")
-    for step in range(30):
-        _change(cluster, rng, names)
-        if step == 10:
-            cluster.kill("feed")  # mid-burst: some changes sent, some not, positions maybe behind
+    churn(cluster.folder, rng, names, 10)
+    cluster.kill("feed")  # mid-burst: some changes sent, some not, positions maybe behind
+    churn(cluster.folder, rng, names, 20)
     time.sleep(0.5)
     cluster.start_feed()
     wait_for(lambda: _topic_view(cluster) == cluster.documents(), 120, "the topic")
