@@ -142,9 +142,14 @@ class IndexWorker:
         self.consumer.subscribe(self.source.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not stop.is_set():
-                messages = self.consumer.consume(self.batch, 0.2)
-                if messages:
-                    self._apply(messages, stop)
+                # wait for one message, then take whatever else is already fetched, up to the batch: a
+                # lone change is applied at once and a backlog in large batches (no fixed wait on the
+                # hot path; consume(n, timeout) would hold a lone message until the timeout)
+                first = self.consumer.poll(0.2)
+                if first is None:
+                    continue
+                more = self.consumer.consume(self.batch - 1, 0) if self.batch > 1 else []
+                self._apply([first, *more], stop)
         finally:
             self.consumer.close()
             self.index.close()
