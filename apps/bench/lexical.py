@@ -52,7 +52,7 @@ class Engine(Protocol):
 
 
 class Postings:
-    name = "LexicalIndex (postings in memory, numpy; texts+terms in SQLite WAL)"
+    name = "ragflow LexicalIndex (postings in memory; terms saved in SQLite, WAL)"
 
     def __init__(self, folder: Path) -> None:
         self.index = LexicalIndex(folder / "lexical.sqlite")

@@ -69,6 +69,7 @@ class _Postings:
         self.document_frequency: list[int] = []
         self.chunks: list[_Slot | None] = []
         self.lengths = array("f")
+        self.ids = array("q")  # slot -> chunk id, for ordering equal scores without touching chunks
         self.slot_of: dict[int, int] = {}
         self.total_length = 0.0
 
@@ -91,6 +92,7 @@ class _Postings:
         self.chunks.append(_Slot(record.id, record.text, record.metadata, record.extra, term_ids, counts))
         self.lengths.append(len(terms))
         self.total_length += len(terms)
+        self.ids.append(record.id)
         self.slot_of[record.id] = slot
 
     def remove(self, record_id: int) -> None:
@@ -117,6 +119,7 @@ class _Postings:
         fresh.chunks = list(live)
         fresh.slot_of = {c.id: n for n, c in enumerate(live)}
         fresh.lengths = array("f", (float(c.counts.sum()) for c in live))
+        fresh.ids = array("q", (c.id for c in live))
         fresh.total_length = self.total_length
         fresh.document_frequency = self.document_frequency
         term_ids = np.concatenate([c.term_ids for c in live]) if live else np.empty(0, np.int32)
@@ -276,19 +279,18 @@ class LexicalIndex:
             postings = self._postings
             scores = postings.scores([postings.vocabulary[t] for t in words if t in postings.vocabulary])
             candidates = np.flatnonzero(scores)
-            if filter is None and len(candidates) > k:
-                candidates = candidates[np.argpartition(-scores[candidates], k)[:k]]
-            found = [postings.chunks[s] for s in candidates.tolist()]
-            ids = np.array([c.id if c is not None else -1 for c in found], np.int64)
+            if filter is None and len(candidates) > k:  # the k best, and every chunk tied with the k-th
+                kth = np.partition(scores[candidates], len(candidates) - k)[len(candidates) - k]
+                candidates = candidates[scores[candidates] >= kth]
             # best first; equal scores by chunk id, so the order never depends on slots
-            order = np.lexsort((ids, -scores[candidates])).tolist()
+            ids = np.frombuffer(postings.ids, np.int64)[candidates]
+            order = candidates[np.lexsort((ids, -scores[candidates]))]
             hits: list[Hit] = []
-            for n in order:
-                chunk = found[n]
+            for slot in order.tolist():  # a filter is tested only as far as it takes to find k
+                chunk = postings.chunks[slot]
                 if chunk is not None and (filter is None or filter(chunk.metadata)):
-                    score = float(scores[candidates[n]])
                     metadata = {**chunk.metadata, **chunk.extra}
-                    hits.append(Hit(chunk.id, chunk.text, metadata, 1.0 / (1.0 + score)))
+                    hits.append(Hit(chunk.id, chunk.text, metadata, 1.0 / (1.0 + float(scores[slot]))))
                     if len(hits) == k:
                         break
             return hits
