@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,37 @@ def test_both_indexes_equal_a_from_scratch_build_after_random_epochs(
         for word in WORDS:  # the same ranking, scores included, as a fresh build's
             assert indexes.lexical is not None
             assert indexes.lexical.search(word, 20) == scratch.search(word, 20)
+
+
+def test_a_hybrid_reader_never_sees_a_chunk_in_one_index_and_not_the_other() -> None:
+    """A writer swaps whole generations of chunks (ids 0-9 <-> 10-19) while readers search both indexes
+    through ``consistent``: every read sees one generation in both."""
+    indexes = SearchIndexes(FaissIndex(DIM, kind="flat"), LexicalIndex())
+    lexical = indexes.lexical
+    assert lexical is not None
+    generations = [
+        [record(i, "vacuum backup") for i in range(10)],
+        [record(i, "vacuum backup") for i in range(10, 20)],
+    ]
+    indexes.apply(generations[0], [])
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            indexes.apply(generations[n % 2], [r.id for r in generations[(n + 1) % 2]])
+
+    def both() -> tuple[set[int], set[int]]:
+        vector = {h.id for h in indexes.vector.search(np.ones(DIM, np.float32), 50)}
+        return vector, {h.id for h in lexical.search("vacuum", 50)}
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(200):
+            vector, words = indexes.consistent(both)
+            assert vector == words and vector in ({*range(10)}, {*range(10, 20)})
+    finally:
+        stop.set()
+        writer.join()
