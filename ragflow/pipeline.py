@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -153,7 +154,10 @@ class DocumentFeed:
     Until the source's snapshot is done, what it emits is pushed in slices of at most ``snapshot_slice``
     documents (each slice one epoch), so a large folder becomes searchable bit by bit instead of after its
     source's whole first listing; a snapshot is not atomic anyway. Changes after the snapshot keep their
-    groups whole (a rename stays atomic)."""
+    groups whole (a rename stays atomic), unless a group holds more than ``BURST_SLICES`` slices (10,000
+    files dropped into a folder at once): it is pushed in slices too, so the burst becomes searchable bit
+    by bit (and its progress shows) instead of as one epoch of minutes, with its deletes in its last slice
+    so that nothing disappears before what replaces it (a rename's new name) is searchable."""
 
     def __init__(
         self, source: DocumentSource, position: Any = None, snapshot_slice: int | None = None
@@ -180,6 +184,8 @@ class DocumentFeed:
     def run(self, push: Push, stop: threading.Event, mode: Mode) -> None:
         def emit(changes: Sequence[DocumentChange], snapshot_done: bool = False) -> None:
             size = self.snapshot_slice if not self.snapshot_done.is_set() else None
+            if size is None and self.snapshot_slice and len(changes) > BURST_SLICES * self.snapshot_slice:
+                size, changes = self.snapshot_slice, _deletes_last(changes)
             for group in _slices(changes, size):
                 deltas = self._deltas(group)
                 if deltas:
@@ -241,6 +247,23 @@ class DocumentFeed:
             seen = row.metadata.get("seen_at_ns")
             if isinstance(seen, int):
                 self.seen_ns[row.doc_id] = seen
+
+
+BURST_SLICES = 4
+"""A group of changes after the snapshot holding more than this many slices of documents is sliced."""
+
+
+def _deletes_last(changes: Sequence[DocumentChange]) -> Sequence[DocumentChange]:
+    """``changes`` with the deletes of documents that change once in them moved to the end, when no change
+    carries a position (a positioned source's order is its resume point, and is kept)."""
+    if any(change.position is not None for change in changes):
+        return changes
+    counts = Counter(change.doc_id for change in changes)
+    last = [c for c in changes if c.kind is ChangeKind.DELETE and counts[c.doc_id] == 1]
+    if not last:
+        return changes
+    moved = {id(change) for change in last}
+    return [c for c in changes if id(c) not in moved] + last
 
 
 def _slices(changes: Sequence[DocumentChange], size: int | None) -> list[Sequence[DocumentChange]]:

@@ -34,7 +34,7 @@ def test_a_short_load_run_measures_every_operation_and_the_burst() -> None:
     assert result.healthz and result.rss and result.fds
     assert result.burst_indexed is not None and result.burst_rss_peak, summary
     table = load_table([result])
-    assert "| 4 clients | 4 |" in table
+    assert "| 4 clients | 4 |" in table and "4 clients: burst of 2" in table and "files indexed in" in table
 
 
 def test_the_cli_runs_the_load_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

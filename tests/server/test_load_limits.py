@@ -5,10 +5,13 @@ every worker thread is busy."""
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,7 +68,7 @@ def test_json_depth_skips_brackets_inside_strings() -> None:
 
 def test_bodies_within_the_depth_limit_pass(serve_app: Callable[..., Served]) -> None:
     served = serve_app(limits=RequestLimits(max_json_depth=4))
-    nested = {"query": "lantern", "k": 1, "metadata_filter": None}
+    nested: dict[str, Any] = {"query": "lantern", "k": 1, "metadata_filter": None}
     assert requests.post(served.url + "/v1/retrieve", json=nested, timeout=10).status_code == 200
     deeper = {"text_list": [[[["x"]]]]}  # depth 5
     response = requests.post(served.url + "/v2/summarize", json=deeper, timeout=10)
@@ -92,7 +95,8 @@ def test_text_caps_answer_400_naming_the_setting(serve_app: Callable[..., Served
         assert error["param"] == param and f"server.{setting}" in error["message"], error
     # at the limit, all pass
     assert requests.post(served.url + "/v1/retrieve", json={"query": "x" * 100, "k": 1}, timeout=10).ok
-    assert requests.get(served.url + "/v1/retrieve", params={"query": "y" * 101, "k": 1}).status_code == 400
+    too_long = {"query": "y" * 101, "k": "1"}
+    assert requests.get(served.url + "/v1/retrieve", params=too_long, timeout=10).status_code == 400
     assert requests.post(served.url + "/v2/answer", json={"prompt": "x" * 200}, timeout=10).ok
 
 
@@ -125,7 +129,7 @@ def held_retrievals(served: Served, count: int, inside: int) -> Iterator[threadi
         return original(*args, **kwargs)
 
     served.store.retrieve = held  # type: ignore[method-assign]
-    body = {"query": "lantern", "k": 1}
+    body: dict[str, Any] = {"query": "lantern", "k": 1}
     try:
         with ThreadPoolExecutor(count) as pool:
             sent = [
@@ -148,7 +152,7 @@ def test_past_the_bound_requests_get_503_with_retry_after_and_the_server_recover
     serve_app: Callable[..., Served],
 ) -> None:
     served = serve_app(limits=RequestLimits(max_inflight_queries=2))
-    body = {"query": "lantern", "k": 1}
+    body: dict[str, Any] = {"query": "lantern", "k": 1}
     with held_retrievals(served, 2, 2):
         shed = requests.post(served.url + "/v1/retrieve", json=body, timeout=10)
         assert shed.status_code == 503
@@ -176,3 +180,38 @@ def test_health_checks_answer_while_every_worker_thread_is_busy(serve_app: Calla
         assert not entered.acquire(timeout=0.5), "more retrievals ran than the pool has threads"
         assert requests.get(served.url + "/healthz", timeout=5).json() == {"status": "ok"}
         assert requests.get(served.url + "/readyz", timeout=5).json() == {"status": "ready"}
+
+
+@pytest.mark.model
+def test_a_megabyte_query_costs_about_a_short_one_and_does_not_hold_up_others(tmp_path: Path) -> None:
+    from ragflow.connectors.folder import FolderSource
+    from ragflow.embedders.local import LocalEmbedder
+    from ragflow.server import create_app
+    from ragflow.store import DocumentStore
+    from tests.server.conftest import DOCS, running
+
+    for name, text in DOCS.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    store = DocumentStore(FolderSource(tmp_path, reconcile_interval=None), embedder=LocalEmbedder())
+    app = create_app(store, limits=RequestLimits(max_query_chars=2_000_000), max_request_bytes=3_000_000)
+    with store, running(app) as url:
+        assert store.wait_until_fresh(120)
+        session = requests.Session()
+
+        def timed(query: str) -> float:
+            started = time.perf_counter()
+            response = session.post(url + "/v1/retrieve", json={"query": query, "k": 2}, timeout=120)
+            assert response.status_code == 200 and response.json(), response.text[:200]
+            return time.perf_counter() - started
+
+        short = statistics.median(timed("who lights the harbor lantern?") for _ in range(7))
+        huge = "The keeper lights the harbor lantern at dusk. " * 22_000  # ~1 MB
+        with ThreadPoolExecutor(1) as pool:
+            running_huge = pool.submit(timed, huge)
+            others = [timed("where does the falcon nest?") for _ in range(3)]
+            took = running_huge.result()
+    # before the cut, a query this long took 30-45 s of CPU and held every other query behind it; the
+    # bounds below are loose because the machine is shared, not because the costs are close to them
+    assert took < max(10 * short, 3.0), (took, short)
+    assert max(others) < short + 3.0, (others, short)
