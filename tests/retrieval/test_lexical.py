@@ -105,6 +105,21 @@ def contents(indexes: SearchIndexes) -> tuple[dict[int, str], dict[int, str]]:
 def test_both_indexes_equal_a_from_scratch_build_after_random_epochs(
     tmp_path_factory: pytest.TempPathFactory, history: list[tuple[dict[int, list[str]], set[int], bool]]
 ) -> None:
+    check_against_scratch(tmp_path_factory, history)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None)
+@given(epochs)
+def test_both_indexes_equal_a_from_scratch_build_after_many_random_epochs(
+    tmp_path_factory: pytest.TempPathFactory, history: list[tuple[dict[int, list[str]], set[int], bool]]
+) -> None:
+    check_against_scratch(tmp_path_factory, history)
+
+
+def check_against_scratch(
+    tmp_path_factory: pytest.TempPathFactory, history: list[tuple[dict[int, list[str]], set[int], bool]]
+) -> None:
     path = tmp_path_factory.mktemp("lexical") / "lexical.sqlite"
     indexes = SearchIndexes(FaissIndex(DIM, kind="flat"), LexicalIndex(path))
     expected: dict[int, str] = {}

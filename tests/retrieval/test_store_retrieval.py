@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ragflow.connectors.folder import FolderSource
@@ -86,3 +90,62 @@ def test_diversity_and_context_are_deterministic(store: DocumentStore) -> None:
     assert len(runs) == 1
     [hit] = store.retrieve("autovacuum", 1, context_window=2)
     assert hit.metadata["context_chunks"] == 1 and hit.text == DOCS["guide/vacuum.md"]
+
+
+def lexical_contents(store: DocumentStore) -> dict[int, str]:
+    assert store.indexes.lexical is not None
+    return {h.id: h.text for h in store.indexes.lexical.search(" ".join(WORDS), 1000)}
+
+
+def vector_contents(store: DocumentStore) -> dict[int, str]:
+    hits = store.index.search(np.zeros(store.embedder.dim, np.float32), store.index.count())
+    return {h.id: h.text for h in hits}
+
+
+WORDS = "lantern harbor falcon canyon meadow river orbit comet quarry marble".split()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_both_indexes_hold_the_same_chunks_after_random_edits_and_a_restart(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+
+    def step() -> None:
+        path = docs / f"{rng.randrange(6)}.md"
+        if path.exists() and rng.random() < 0.3:
+            path.unlink()
+        else:
+            paragraphs = [
+                " ".join(rng.choices(WORDS, k=rng.randint(3, 30))) for _ in range(rng.randint(1, 4))
+            ]
+            path.write_text("\n\n".join(paragraphs))
+
+    for _ in range(4):
+        step()
+    with DocumentStore(FolderSource(docs), embedder=HashingEmbedder(), state_dir=tmp_path / "s") as store:
+        for _ in range(8):
+            step()
+            assert store.wait_until_fresh(30)
+        assert eventually(lambda: lexical_contents(store) == vector_contents(store))
+    again = DocumentStore(FolderSource(docs), embedder=HashingEmbedder(), state_dir=tmp_path / "s")
+    again.run_static()
+    scratch = DocumentStore(FolderSource(docs), embedder=HashingEmbedder())
+    scratch.run_static()
+    assert (
+        lexical_contents(again)
+        == vector_contents(again)
+        == vector_contents(scratch)
+        == lexical_contents(scratch)
+    )
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
