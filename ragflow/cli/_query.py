@@ -23,6 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=3, help="how many chunks (default: 3)")
     parser.add_argument("--filter", help="JMESPath metadata filter, e.g. \"contains(path, 'guide')\"")
     parser.add_argument("--glob", help="only files whose path matches this glob, e.g. '**/*.md'")
+    parser.add_argument(
+        "--mode",
+        choices=("vector", "lexical", "hybrid"),
+        help="search mode (default: the server's, hybrid; docs/retrieval.md)",
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="N",
+        help="show each hit with N neighbouring chunks each side",
+    )
     parser.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
 
@@ -31,12 +43,16 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")
     client = Client(args.url, args.api_key, args.timeout)
-    body = {
+    body: dict[str, Any] = {
         "query": args.text,
         "k": args.k,
         "metadata_filter": args.filter,
         "filepath_globpattern": args.glob,
     }
+    if args.mode is not None:  # sent only when asked for: an older server keeps answering
+        body["search_mode"] = args.mode
+    if args.context:
+        body["context_window"] = args.context
     hits = client.post("/v1/retrieve", body)
     if args.json:
         print(json.dumps(hits, indent=2, ensure_ascii=False))
