@@ -14,6 +14,7 @@ from .errors import (
     SchemaError,
     SourceError,
 )
+from .retrieval import CrossEncoderReranker, RetrievalSettings
 from .sources import (
     ChangeKind,
     DocumentChange,
@@ -31,6 +32,7 @@ __all__ = [
     "ChangeKind",
     "Chunk",
     "ConfigError",
+    "CrossEncoderReranker",
     "DocumentChange",
     "DocumentError",
     "DocumentSource",
@@ -45,6 +47,7 @@ __all__ = [
     "ParseError",
     "Progress",
     "RagflowError",
+    "RetrievalSettings",
     "SchemaError",
     "SourceError",
     "SourceRun",
