@@ -72,24 +72,32 @@ def hits_text(query: str, hits: list[Hit], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None, description: str | None) -> argparse.Namespace | None:
+    """The options both variants of the app take; ``None`` (after saying why) when the folder is missing."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("folder", nargs="?", default=str(DEFAULT_FOLDER), help="folder to keep indexed")
     parser.add_argument("--state-dir", default=".ragflow", help="where the embedding cache lives")
     parser.add_argument("--query", action="append", default=[], help="a query to answer once indexed")
     parser.add_argument("--once", action="store_true", help="index, answer --query, and exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    folder = Path(args.folder)
-    if not folder.is_dir():
+    args.folder = Path(args.folder)
+    if not args.folder.is_dir():
         print(
-            f"error: {folder} is not a folder; pass the folder to index as the first argument",
+            f"error: {args.folder} is not a folder; pass the folder to index as the first argument",
             file=sys.stderr,
         )
+        return None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__)
+    if args is None:
         return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    folder = args.folder
     store = DocumentStore(FolderSource(folder), state_dir=args.state_dir)
     print(f"indexing {folder.resolve()} (embedding cache in {args.state_dir})", file=sys.stderr)
     store.start()

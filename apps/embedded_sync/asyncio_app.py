@@ -10,7 +10,6 @@ that never blocks on the store. ``--once`` indexes, answers the ``--query`` argu
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from apps.embedded_sync.__main__ import DEFAULT_FOLDER, hits_text, progress_line
+from apps.embedded_sync.__main__ import hits_text, parse_args, progress_line
 from ragflow.connectors.folder import FolderSource
 from ragflow.store import DocumentStore
 
@@ -78,21 +77,10 @@ async def run(folder: Path, state_dir: str, queries: list[str], once: bool) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("folder", nargs="?", default=str(DEFAULT_FOLDER), help="folder to keep indexed")
-    parser.add_argument("--state-dir", default=".ragflow", help="where the embedding cache lives")
-    parser.add_argument("--query", action="append", default=[], help="a query to answer once indexed")
-    parser.add_argument("--once", action="store_true", help="index, answer --query, and exit")
-    args = parser.parse_args(argv)
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        print(
-            f"error: {folder} is not a folder; pass the folder to index as the first argument",
-            file=sys.stderr,
-        )
+    args = parse_args(argv, __doc__)
+    if args is None:
         return 2
+    folder = args.folder
     try:
         return asyncio.run(run(folder, args.state_dir, args.query, args.once))
     except KeyboardInterrupt:
