@@ -545,6 +545,7 @@ def test_a_full_example_round_trips(tmp_path: Path) -> None:
         "state_dir": str(tmp_path / "state"),
         "checkpoint_interval": 2.5,
         "on_incompatible_state": "rebuild",
+        "keep_previous_generation": 600.0,
     }
 
 
@@ -587,10 +588,14 @@ def test_persistence_options_reach_the_store(tmp_path: Path) -> None:
         assert store._checkpointer is not None and store._checkpointer.interval == 0.25
     finally:
         store.stop()
-    bad = write(tmp_path, text + "  on_incompatible_state: migrate\n")
+    bad = write(tmp_path, text + "  on_incompatible_state: migrat\n")
     (problem,) = problems_of(bad).problems
     assert (problem.line, problem.path) == (6, "persistence.on_incompatible_state")
-    assert "'refuse' or 'rebuild'" in problem.message and "'migrate'" in problem.message
+    assert "'migrate'" in problem.message and "'migrat'" in problem.message
+    # 'migrate' is what serve does; a store built to index once refuses it, saying so
+    migrating = load_config(write(tmp_path, text + "  on_incompatible_state: migrate\n"))
+    with pytest.raises(ConfigError, match="ragflow serve"):
+        migrating.build_store(embedder=HashingEmbedder())
 
 
 def test_a_state_of_another_model_is_reported_as_such_not_as_a_source_problem(tmp_path: Path) -> None:

@@ -509,7 +509,7 @@ def test_rebuild_discards_an_incompatible_state_and_indexes_again(tmp_path: Path
 
 def test_an_unknown_on_incompatible_state_value_is_a_config_error(tmp_path: Path) -> None:
     write_docs(tmp_path / "docs", 1)
-    with pytest.raises(ConfigError, match="'refuse' or 'rebuild'"):
+    with pytest.raises(ConfigError, match="'refuse', 'rebuild' or 'migrate'"):
         open_store(tmp_path / "docs", tmp_path / "state", on_incompatible_state="ignore")
 
 

@@ -8,7 +8,19 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ragflow import __version__
-from ragflow.cli import _bench, _eval, _feed, _index, _mcp, _publish, _query, _serve, _status, _worker
+from ragflow.cli import (
+    _bench,
+    _eval,
+    _feed,
+    _index,
+    _mcp,
+    _migrate,
+    _publish,
+    _query,
+    _serve,
+    _status,
+    _worker,
+)
 from ragflow.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from ragflow.cli._output import say
 from ragflow.errors import ConfigError, RagflowError
@@ -36,6 +48,7 @@ COMMANDS: dict[str, Command] = {
     "worker": _worker,
     "feed": _feed,
     "eval": _eval,
+    "migrate": _migrate,
 }
 
 

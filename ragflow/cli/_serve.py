@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     keys = KeyRing.from_config(server)  # key files are read now: a wrong path fails before the model loads
     _check_port_free(host, port)
     llm = config.llm_settings()
+    sources: list[DocumentSource]
     if args.index is not None:
         store, sources, uploads = _replica_store(config, args.index), [], None
+    elif _migrates(config):
+        store, sources, uploads = _generations(config)
     else:
         sources = config.build_sources()
         uploads = _upload_source(config, sources)
@@ -173,6 +176,41 @@ def _upload_source(config: RagflowConfig, sources: Sequence[DocumentSource]) -> 
         name="upload", directory=Path(state_dir) / "uploads" if state_dir is not None else None
     )
     return upload
+
+
+def _migrates(config: RagflowConfig) -> bool:
+    """Whether ``serve`` runs generations: with a state directory, unless ``on_incompatible_state`` says
+    ``refuse`` or ``rebuild`` (``migrate`` is ``serve``'s default)."""
+    mode = config.persistence.on_incompatible_state or "migrate"
+    return config.persistence.state_dir is not None and mode == "migrate"
+
+
+def _generations(config: RagflowConfig) -> tuple[DocumentStore, list[DocumentSource], object | None]:
+    """The ``MigratingStore`` over the state directory's generations, the active generation's sources,
+    and where uploads go (every running generation's upload source)."""
+    from ragflow.store.migrating import UploadFanout
+
+    def sources() -> list[DocumentSource]:
+        made = config.build_sources()
+        uploads = _upload_source(config, made)
+        if uploads is not None and uploads not in made:
+            made = [*made, uploads]
+        return made
+
+    store = config.build_generations(sources)
+    feeds = store.active.feeds
+    uploads = next((feed.source for feed in feeds if _is_upload(feed.source)), None)
+    fanout = UploadFanout(store, uploads.name) if uploads is not None else None
+    return store, [feed.source for feed in feeds], fanout  # type: ignore[return-value]
+
+
+def _is_upload(source: DocumentSource) -> bool:
+    from ragflow.plugins import load_connector
+
+    try:
+        return isinstance(source, load_connector("upload"))
+    except ConfigError:
+        return False
 
 
 def _replica_store(config: RagflowConfig, kind: str) -> DocumentStore:

@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"documents      {stats.get('file_count')}")
     print(f"last modified  {_when(stats.get('last_modified'))}")
     print(f"last indexed   {_when(stats.get('last_indexed'))}")
+    migration = stats.get("migration")
+    if migration:
+        from ragflow.cli._migrate import progress_lines
+
+        print(f"migration      {str(migration.get('state', '?')).replace('_', ' ')} (ragflow migrate status)")
+        for line in progress_lines(migration):
+            print(line)
     _print_sources(sources_code, sources)
     print(f"errors         {len(errors) if errors else 'none'}")
     for error in errors or []:

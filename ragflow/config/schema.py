@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..answer import LLMSettings
     from ..documents import DocumentSource, Embedder, Parser, Splitter, VectorIndex
     from ..store import DocumentStore
+    from ..store.migrating import MigratingStore
 
 __all__ = ["RagflowConfig", "load_config", "parse_config"]
 
@@ -169,30 +170,62 @@ class RagflowConfig(Section):
         """The ``DocumentStore`` this configuration describes (not started). ``sources`` replaces
         ``build_sources()`` (the server passes those plus its upload source); ``embedder`` replaces the
         configured one."""
-        from ..persistence import StateError
+        from ..engine import DiskCache
+        from ..persistence import CACHE_FILE, StateError
         from ..store import DocumentStore
+        from ..store.generations import active_state_dir, write_recipe
+        from .recipe import recipe_settings
 
         sources = self.build_sources() if sources is None else list(sources)
         if not sources:
             raise self._origin.error(("sources",), "no sources: list at least one (e.g. kind: folder)")
         if embedder is None:
             embedder = self.build_embedder()
+        on_incompatible = self.persistence.on_incompatible_state or "refuse"
+        if on_incompatible == "migrate":
+            raise self._origin.error(
+                ("persistence", "on_incompatible_state"),
+                "'migrate' is what 'ragflow serve' does (it keeps serving while the new index is built); "
+                "to index once, use 'refuse' or 'rebuild'",
+            )
+        root = Path(self.persistence.state_dir) if self.persistence.state_dir is not None else None
+        state_dir = active_state_dir(root) if root is not None else None  # a migration may have moved it
         try:
-            return DocumentStore(
+            store = DocumentStore(
                 sources,
                 parser=self.build_parser(),
                 splitter=self.build_splitter(embedder),
                 embedder=embedder,
                 index=self.build_index(embedder.dim),
-                state_dir=self.persistence.state_dir,
+                state_dir=state_dir,
+                cache=DiskCache(root / CACHE_FILE) if root is not None else None,
                 checkpoint_interval=self.persistence.checkpoint_interval,
-                on_incompatible_state=self.persistence.on_incompatible_state,
+                on_incompatible_state=on_incompatible,
                 **self.retrieval_options(),
             )
         except (InvalidConfigError, StateError):
             raise  # a StateError is about the state directory, which its message names
         except ConfigError as exc:
             raise self._origin.error(("sources",), str(exc)) from None
+        if state_dir is not None:
+            # what a later 'ragflow serve' with other settings serves while it migrates
+            write_recipe(state_dir, recipe_settings(self))
+        return store
+
+    def build_generations(self, sources: Callable[[], list[DocumentSource]]) -> MigratingStore:
+        """The ``MigratingStore`` of ``ragflow serve`` (not started): the configured store over the
+        state directory's generations, migrating to these settings if the active generation has others.
+        ``sources`` makes each generation's own source instances."""
+        from ..store.migrating import MigratingStore
+        from .recipe import ConfigRecipe
+
+        if self.persistence.state_dir is None:
+            raise self._origin.error(("persistence", "state_dir"), "generations need a state directory")
+        return MigratingStore(
+            self.persistence.state_dir,
+            ConfigRecipe(self, sources),
+            keep_previous=self.persistence.keep_previous_generation,
+        )
 
     def retrieval_options(self) -> dict[str, Any]:
         """The ``DocumentStore`` arguments of the ``retrieval`` section."""

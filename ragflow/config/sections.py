@@ -257,9 +257,14 @@ class PersistenceConfig(Section):
     """Where state lives; ``null`` keeps everything in memory (a restart indexes everything again)."""
     checkpoint_interval: float = Field(default=1.0, gt=0)
     """Seconds between checkpoints: how much indexing a crash can cost (queries never wait for one)."""
-    on_incompatible_state: Literal["refuse", "rebuild"] = "refuse"
-    """What to do with a state written for another embedding model or splitter: ``refuse`` to start
-    (saying what differs), or ``rebuild`` it (cached embeddings of this model are reused)."""
+    on_incompatible_state: Literal["refuse", "rebuild", "migrate"] | None = None
+    """What to do with a state written for another embedding model, dimension, parser/splitter or format:
+    ``migrate`` (``ragflow serve``'s default): keep serving it while the new index is built beside it,
+    then swap in one step; ``refuse`` to start (saying what differs, the default of the other commands);
+    or ``rebuild`` it in place (queries see a partial index meanwhile; cached embeddings are reused)."""
+    keep_previous_generation: float = Field(default=600.0, ge=0)
+    """Seconds the generation a migration replaced keeps running after the swap, for ``ragflow migrate
+    rollback``; then it is stopped and deleted (``0``: at once)."""
 
 
 class RetrievalConfig(Section):

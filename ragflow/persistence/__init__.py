@@ -29,7 +29,7 @@ from .records import (
     StateError,
     StateIdentity,
 )
-from .statefile import LOCK_FILE, StateFile, open_state
+from .statefile import LOCK_FILE, StateFile, open_state, read_state
 
 __all__ = [
     "CACHE_FILE",
@@ -53,4 +53,5 @@ __all__ = [
     "human_size",
     "open_state",
     "position_scope",
+    "read_state",
 ]

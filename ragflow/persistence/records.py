@@ -22,7 +22,8 @@ FORMAT_VERSION = 1
 STATE_FILE = "state.sqlite"
 CACHE_FILE = "embeddings.sqlite"
 
-OnIncompatible = Literal["refuse", "rebuild"]
+OnIncompatible = Literal["refuse", "rebuild", "migrate"]
+"""``migrate`` is ``ragflow serve``'s (``MigratingStore``): a ``DocumentStore`` alone refuses or rebuilds."""
 
 
 class StateError(ConfigError):

@@ -18,6 +18,7 @@ from typing import Any
 from ..engine.cache import is_sqlite_damage, move_aside
 from ..errors import ConfigError
 from .records import (
+    FORMAT_VERSION,
     STATE_FILE,
     CheckpointBatch,
     CheckpointInfo,
@@ -30,7 +31,7 @@ from .records import (
 )
 from .rows import decode_document, decode_source, document_row, source_row
 
-__all__ = ["LOCK_FILE", "StateFile", "open_state"]
+__all__ = ["LOCK_FILE", "StateFile", "open_state", "read_state"]
 
 # one logger for the whole package, so that the name people filter on did not change with the split
 log = logging.getLogger("ragflow.persistence")
@@ -181,8 +182,16 @@ def open_state(
             format, and ``on_incompatible`` is ``"refuse"``; with ``"rebuild"`` it is emptied instead.
         ConfigError: another store holds the directory, or the file cannot be opened at all.
     """
+    if on_incompatible == "migrate":
+        raise ConfigError(
+            "on_incompatible_state 'migrate' builds a new generation beside the old one, which "
+            "'ragflow serve' does (ragflow.store.migrating.MigratingStore, docs/persistence.md); a "
+            "DocumentStore alone takes 'refuse' or 'rebuild'"
+        )
     if on_incompatible not in ("refuse", "rebuild"):
-        raise ConfigError(f"on_incompatible_state must be 'refuse' or 'rebuild', got {on_incompatible!r}")
+        raise ConfigError(
+            f"on_incompatible_state must be 'refuse', 'rebuild' or 'migrate', got {on_incompatible!r}"
+        )
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
     lock = _DirLock(directory)
@@ -212,6 +221,43 @@ def open_state(
         lock.release()
         raise
     return StateFile(directory, db, lock, saved), saved
+
+
+def read_state(state_dir: str | os.PathLike[str]) -> tuple[dict[str, str], SavedState] | None:
+    """The identity (``meta``) and last checkpoint of ``<state_dir>/state.sqlite``, read without taking
+    the directory (its store may be running: SQLite's WAL lets this reader see the last committed
+    checkpoint). ``None`` when there is no state, or none that can be trusted (damaged, or not
+    ``state.sqlite`` at all): what a migration seeds the next generation from, and how it tells that
+    the configuration changed."""
+    path = Path(state_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        db = _connect(path)
+    except sqlite3.DatabaseError:
+        return None
+    try:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables >= _TABLES:
+            return None
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("format_version") != str(FORMAT_VERSION):
+            return meta, SavedState()  # another format: its rows cannot be read by this version
+        documents = [
+            decode_document(*row)
+            for row in db.execute("SELECT doc_id, source, body, checksum FROM documents")
+        ]
+        sources = dict(
+            decode_source(*row) for row in db.execute("SELECT name, scope, position, checksum FROM sources")
+        )
+        last = db.execute(
+            "SELECT seq, epoch, written_at, documents, chunks FROM checkpoints ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return meta, SavedState(documents, sources, CheckpointInfo(*last) if last is not None else None)
+    except (sqlite3.DatabaseError, DamagedState):
+        return None
+    finally:
+        db.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -82,7 +82,12 @@ def create_app(
     Raises:
         ConfigError: ``uploads`` is not one of the store's sources, or a limit is not positive.
     """
-    if uploads is not None and not any(feed.source is uploads for feed in store.feeds):
+    accepts = getattr(store, "accepts_uploads", None)  # a MigratingStore fans uploads out
+    if (
+        uploads is not None
+        and not any(feed.source is uploads for feed in store.feeds)
+        and not (accepts is not None and accepts(uploads))
+    ):
         raise ConfigError(
             f"uploads source {uploads.name!r} is not a source of the store, so uploaded documents would "
             "never be indexed; build the store with it, e.g. DocumentStore([FolderSource(...), uploads])"

@@ -124,6 +124,30 @@ class ServerMetrics:
             registry=r,
         )
         r.register(SourceMetrics(store))
+        self.migration_active = Gauge(
+            "ragflow_migration_active",
+            "1 while a migration builds the next generation beside the serving one (docs/persistence.md)",
+            registry=r,
+        )
+        self.migration_documents = Gauge(
+            "ragflow_migration_documents",
+            "The migration's documents: done (in the new generation) and total (to do)",
+            ["kind"],
+            registry=r,
+        )
+        self.migration_rate = Gauge(
+            "ragflow_migration_documents_per_second", "Documents the migration indexes per second", registry=r
+        )
+        self.migration_eta = Gauge(
+            "ragflow_migration_eta_seconds",
+            "Seconds until the migration catches up (estimate; -1: unknown)",
+            registry=r,
+        )
+        self.migration_swaps = Gauge(
+            "ragflow_migration_swapped_at_seconds",
+            "When the last swap happened (Unix seconds; 0: none)",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._observed: dict[str, float] = {}
         self._embedded_samples: deque[tuple[float, int]] = deque()
@@ -158,7 +182,19 @@ class ServerMetrics:
             self.last_checkpoint.set(persistence["last_checkpoint"] or 0)
             self.checkpoint_pending.set(persistence["pending_documents"])
             self.checkpoint_failures.set(persistence["failures"])
+        self._observe_migration()
         return generate_latest(self.registry)
+
+    def _observe_migration(self) -> None:
+        status_of = getattr(self.store, "migration_status", None)
+        status: dict[str, Any] = status_of() if callable(status_of) else {"state": "none"}
+        self.migration_active.set(1 if status["state"] in ("building", "catching_up") else 0)
+        self.migration_documents.labels("done").set(status.get("documents_done") or 0)
+        self.migration_documents.labels("total").set(status.get("documents_total") or 0)
+        self.migration_rate.set(status.get("rate_documents_per_second") or 0)
+        eta = status.get("eta_seconds")
+        self.migration_eta.set(eta if eta is not None else -1)
+        self.migration_swaps.set(status.get("swapped_at") or 0)
 
     def _describe_embedder(self) -> None:
         described = embedder_stats(self.store.embedder)

@@ -38,6 +38,11 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/v1/errors"): Role.READ,  # a scoped key sees the errors of its scope's documents only
     # Source roots and per-source document counts span every team: operators only.
     ("GET", "/v1/sources"): Role.ADMIN,
+    # A migration's details name state directories, and its control changes what everyone is served.
+    ("GET", "/v1/migration"): Role.ADMIN,
+    ("POST", "/v1/migration/abort"): Role.ADMIN,
+    ("POST", "/v1/migration/rollback"): Role.ADMIN,
+    ("POST", "/v1/migration/start"): Role.ADMIN,
     ("GET", "/_schema"): Role.READ,
     ("GET", "/openapi.json"): Role.READ,
     ("GET", "/docs"): Role.READ,

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -120,6 +120,23 @@ def add_routes(app: FastAPI, *, with_uploads: bool) -> None:
         responses={200: {"model": list[s.SourceModel]}},
     )
     app.add_api_route(
+        "/v1/migration",
+        migration,
+        methods=["GET"],
+        tags=["operations"],
+        summary="The migration to new index settings: state, progress, rate and ETA",
+    )
+    for action in ("abort", "rollback", "start"):
+        app.add_api_route(
+            f"/v1/migration/{action}",
+            migration_action(action),
+            methods=["POST"],
+            tags=["operations"],
+            summary=f"Migration control: {action}",
+            responses={409: error},
+            operation_id=f"migration_{action}",
+        )
+    app.add_api_route(
         "/_schema",
         pathway_schema,
         methods=["GET"],
@@ -203,7 +220,68 @@ async def statistics(request: Request) -> Response:
     store, scope = state_of(request).store, _scope(request)
     counts = await run_in_threadpool(store.statistics, scope.expression if scope is not None else None)
     embedder = embedder_stats(store.embedder)  # beyond Pathway's fields, and only where there is one
-    return _json({**counts, "embedder": embedder} if embedder else counts)
+    body: dict[str, Any] = {**counts, "embedder": embedder} if embedder else dict(counts)
+    status = _migration_status(store)
+    if status is not None and status["state"] != "none":
+        body["migration"] = _migration_summary(status)
+    return _json(body)
+
+
+def _migration_status(store: Any) -> dict[str, Any] | None:
+    """A ``MigratingStore``'s ``migration_status()`` (``None``: the store has no generations)."""
+    status = getattr(store, "migration_status", None)
+    return status() if callable(status) else None
+
+
+_SUMMARY_KEYS = (
+    "state",
+    "documents_done",
+    "documents_total",
+    "chunks_done",
+    "rate_documents_per_second",
+    "eta_seconds",
+    "swapped_at",
+    "rollback_until",
+)
+
+
+def _migration_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """What ``/v1/statistics`` shows of a migration (no paths: any read key sees it)."""
+    summary = {key: status[key] for key in _SUMMARY_KEYS if key in status}
+    for side in ("from", "to"):
+        if side in status:
+            summary[side] = {k: status[side].get(k) for k in ("model_id", "dim", "parser_id")}
+    return summary
+
+
+async def migration(request: Request) -> Response:
+    status = _migration_status(state_of(request).store)
+    if status is None:  # no generations: nothing ever migrates here
+        status = {"state": "none", "active": None, "generations": False}
+    return _json(status)
+
+
+def migration_action(action: str) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /v1/migration/{abort,rollback,start}``: a ``MigratingStore`` method, 409 when it cannot."""
+
+    async def act(request: Request) -> Response:
+        from ragflow.store.migrating import MigrationAction
+
+        store = state_of(request).store
+        method = getattr(store, f"{action}_migration", None)
+        if method is None:
+            raise ApiError(
+                409,
+                "this server has no generations: 'ragflow serve' with a state directory migrates",
+                "conflict",
+            )
+        try:
+            return _json(await run_in_threadpool(method))
+        except MigrationAction as exc:
+            raise ApiError(409, str(exc), "conflict") from None
+
+    act.__name__ = f"migration_{action}"
+    return act
 
 
 async def inputs(request: Request) -> Response:

@@ -86,6 +86,12 @@ class StatisticsResponse(BaseModel):
         description="How the local model runs: device, precision (of a full batch), single_precision, "
         "batch_size, texts_embedded, embed_seconds, texts_per_second (absent for remote embedders)",
     )
+    migration: dict[str, Any] | None = Field(
+        None,
+        description="While a migration to new index settings runs or after it swapped (docs/persistence.md): "
+        "state, documents_done, documents_total, chunks_done, rate_documents_per_second, eta_seconds, "
+        "from and to (model_id, dim, parser_id); absent otherwise",
+    )
 
 
 class InputsRequest(BaseModel):

@@ -5,11 +5,12 @@ checkpoints up to date. What the store reports is answered by ``reports``."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,7 @@ from ..persistence import (
     CheckpointBatch,
     Checkpointer,
     OnIncompatible,
+    SavedState,
     SourceState,
     StateIdentity,
     TolerantCache,
@@ -97,6 +99,7 @@ class DocumentStore(AsyncStoreMethods):
         lexical: bool = True,
         retrieval: RetrievalSettings | None = None,
         reranker: CrossEncoderReranker | None = None,
+        seed: SavedState | None = None,
     ) -> None:
         sources = [sources] if isinstance(sources, DocumentSource) else list(sources)
         if not sources:
@@ -154,7 +157,15 @@ class DocumentStore(AsyncStoreMethods):
         self.retriever = Retriever(
             self.indexes, self._embed_query, self._vectors_of, self.chunks, retrieval, reranker
         )
-        self.pipeline.embedded.sink(IndexSink(self.indexes))
+        self.apply_lock = threading.Lock()
+        """Held while an epoch is applied to the index: a migration's swap holds it to compare this store
+        with the next generation while this one cannot move (ragflow.store.migrating)."""
+        self.before_embed: Callable[[], None] | None = None
+        """Called before each indexing batch is embedded: a migration's new generation waits there while
+        live changes and queries need the processor."""
+        self.pipeline.embedded.sink(
+            IndexSink(cast(VectorIndex, _GuardedIndexes(self.indexes, self.apply_lock)))
+        )
         self.pipeline.parsed.subscribe(self._table.on_parsed)
         self.pipeline.chunks.subscribe(self._table.on_chunks)
         self.engine.on_epoch(self._on_epoch)
@@ -162,6 +173,10 @@ class DocumentStore(AsyncStoreMethods):
         if self.state_dir is not None:
             identity = StateIdentity(self.embedder.model_id, self.embedder.dim, parts.parser_id)
             state, saved = open_state(self.state_dir, identity, on_incompatible_state)
+            seeded = seed is not None and saved.last_checkpoint is None and not saved.documents
+            if seeded:
+                assert seed is not None
+                saved = seed  # a new generation starts from the saved parses of the one it replaces
             # vectors first: a checkpoint's documents should find theirs in the cache
             save_unsaved = tolerant.save_unsaved if tolerant is not None else None
             self._checkpointer = Checkpointer(state, checkpoint_interval, before_write=save_unsaved)
@@ -174,6 +189,7 @@ class DocumentStore(AsyncStoreMethods):
                     table=self._table,
                     checkpointer=self._checkpointer,
                     state_dir=self.state_dir,
+                    seeded=seeded,
                 )
             except BaseException:
                 self._checkpointer.close()
@@ -350,6 +366,11 @@ class DocumentStore(AsyncStoreMethods):
         changed since the last checkpoint (``pending_documents``) and ``write_seconds`` spent writing."""
         return self._checkpointer.stats() if self._checkpointer is not None else None
 
+    def flush_checkpoint(self) -> bool:
+        """Write what is not yet checkpointed now (``True`` without a ``state_dir``); ``False`` if it
+        failed (it stays pending for the next checkpoint)."""
+        return self._checkpointer.flush() if self._checkpointer is not None else True
+
     def embedding_stats(self) -> dict[str, int]:
         """How many chunk texts were embedded (``computed``) and how many came from the cache."""
         stats = self.pipeline.embedded.node.stats()
@@ -358,6 +379,8 @@ class DocumentStore(AsyncStoreMethods):
     # -- engine callbacks (engine thread) -------------------------------------------------------
 
     def _embed(self, texts: list[str]) -> Any:
+        if self.before_embed is not None:
+            self.before_embed()
         started = time.time()
         vectors = self.embedder.embed(texts)
         self._table.count_embedded(len(texts))
@@ -388,3 +411,15 @@ class DocumentStore(AsyncStoreMethods):
                 listener(report)
             except Exception:
                 log.exception("on_update callback failed")
+
+
+class _GuardedIndexes:
+    """The store's indexes as its sink applies them: each epoch under ``lock`` (``apply_lock``)."""
+
+    def __init__(self, indexes: SearchIndexes, lock: threading.Lock) -> None:
+        self._indexes = indexes
+        self._lock = lock
+
+    def apply(self, records: Any, deletes: Any) -> None:
+        with self._lock:
+            self._indexes.apply(records, deletes)

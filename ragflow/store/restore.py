@@ -33,12 +33,17 @@ def restore_checkpoint(
     table: DocumentTable,
     checkpointer: Checkpointer,
     state_dir: Path | None,
+    seeded: bool = False,
 ) -> None:
     """Load ``saved`` into the feeds, the pipeline's memos, the index and the document table, and give
     each source the position to resume from. A document some of whose vectors are not in the cache (a
     lost write, a damaged cache, or a chunk the embedder refused) goes through the pipeline again from
     its saved parse when the store starts: only the missing vectors are computed. What the checkpoint
-    holds for sources no longer configured is forgotten (through ``checkpointer``)."""
+    holds for sources no longer configured is forgotten (through ``checkpointer``).
+
+    ``seeded``: ``saved`` is another generation's checkpoint (a migration's seed), not this directory's:
+    what it restores is queued for this directory's first checkpoint too (the documents resubmitted are
+    saved when the pipeline has them again)."""
     started = time.perf_counter()
     scopes = {feed.name: position_scope(feed.source) for feed in feeds}
     # a position saved under another scope cannot be read: that source starts again from the beginning
@@ -73,6 +78,11 @@ def restore_checkpoint(
             "%d saved documents miss vectors in the embedding cache; they are indexed again from their "
             "saved parse when the store starts (only the missing vectors are computed)",
             len(resubmitted),
+        )
+    if seeded:
+        forget.documents.update((s.doc.row.doc_id, s) for s in kept)
+        forget.sources.update(
+            (name, state) for name, state in saved.sources.items() if name in scopes and name not in replayed
         )
     checkpointer.add(forget)
     records = pipeline.restore(feeds, [s.doc for s in kept], vectors, [s.doc for s in resubmitted])
