@@ -11,29 +11,16 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ragflow.embedders.hardware import Hardware, check_device, detect_hardware
-from ragflow.embedders.precision import (
-    Calibration,
-    Precision,
-    PrecisionPlan,
-    calibrate,
-    calibration_cache_path,
-    calibration_key,
-    calibration_texts,
-    check_precision,
-    load_calibration,
-    machine_load,
-    plan_precision,
-    store_calibration,
-    worth_recalibrating,
-)
+from ragflow.embedders.hardware import check_device
+from ragflow.embedders.local_plan import Counters, EmbedderStats, Setup
+from ragflow.embedders.onnx_graph import OnnxModel, load_graph
+from ragflow.embedders.precision import Precision, PrecisionPlan, calibration_texts, check_precision
 from ragflow.embedders.query_batching import QueryPriority
 from ragflow.embedders.word_pieces import WordPieceWindow
 from ragflow.errors import ConfigError, EmbedError
@@ -79,8 +66,9 @@ class LocalEmbedder:
     in ``calibration.json`` under ``~/.cache/ragflow``; ``$RAGFLOW_CALIBRATION_CACHE`` moves it, empty
     turns the cache off). bfloat16 is only ever chosen where the hardware has it natively and where it was
     measured faster, and its vectors agree with float32 ones to a cosine of 0.9999, so the model id (and
-    the embedding cache with it) does not depend on the precision. Loading ends with one real query, so
-    a loaded embedder answers at full speed.
+    the embedding cache with it) does not depend on the precision. On a CPU the same weights also run as
+    an ONNX graph in onnxruntime (``onnx_graph``), chosen per batch size where measured faster. Loading
+    ends with one real query, so a loaded embedder answers at full speed.
 
     Args:
         model_path: a sentence-transformers model folder; default all-MiniLM-L6-v2 from the
@@ -88,8 +76,8 @@ class LocalEmbedder:
         batch_size: texts per forward pass; default the calibration's fastest.
         device: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``;
             ``$RAGFLOW_EMBED_DEVICE`` overrides it.
-        precision: ``auto`` (the calibration decides per batch size), ``float32`` or ``bfloat16``;
-            ``$RAGFLOW_EMBED_PRECISION`` overrides it.
+        precision: ``auto`` (the calibration decides per batch size), ``float32`` (torch), ``bfloat16``
+            or ``float32-onnx`` (onnxruntime, CPU only); ``$RAGFLOW_EMBED_PRECISION`` overrides it.
         max_tokens: cl100k tokens per chunk; default half the model's word-piece window (see above).
 
     Example:
@@ -126,13 +114,14 @@ class LocalEmbedder:
         self._max_tokens = max_tokens
         self._input_window: WordPieceWindow | None = None
         self._model: SentenceTransformer | None = None
+        self._onnx: OnnxModel | None = None
         self._load_lock = threading.Lock()
         # Hugging Face fast tokenizers are not safe to call from two threads at once ("Already
         # borrowed"), and torch already uses every core for one batch: one embedding at a time.
         self._embed_lock = threading.Lock()
         # Shared with replicas: one calibration per process, never two at once disturbing each other.
-        self._setup = _Setup()
-        self._counters = _Counters()
+        self._setup = Setup()
+        self._counters = Counters()
         # Shared with replicas too: indexing batches give way to the queries a replica is embedding.
         self.query_priority = QueryPriority()
 
@@ -143,9 +132,10 @@ class LocalEmbedder:
         replica = LocalEmbedder.__new__(LocalEmbedder)
         replica.__dict__.update(self.__dict__)
         replica._model = None
+        replica._onnx = None
         replica._load_lock = threading.Lock()
         replica._embed_lock = threading.Lock()
-        replica._counters = _Counters()
+        replica._counters = Counters()
         return replica
 
     @property
@@ -220,6 +210,7 @@ class LocalEmbedder:
         with self._load_lock:
             if self._model is None:
                 model = self._load_model()
+                self._onnx = self._load_onnx()
                 self._setup.decide(self, model)
                 self._forward(model, [calibration_texts(1)[1]], self.plan_for(1))
                 self._model = model
@@ -260,6 +251,24 @@ class LocalEmbedder:
         self._max_input_tokens = _max_seq_length(model)
         logger.info("loaded embedding model %s (dim %d) on %s", self._model_id, dim, hardware.device)
         return model
+
+    def _load_onnx(self) -> OnnxModel | None:
+        """The onnxruntime graph of the model, where the plan may run it: on a CPU, under ``auto`` (the
+        calibration then weighs it) or when forced, and for a replica only if the plan uses it."""
+        hardware = self._setup.hardware
+        assert hardware is not None
+        plan = self._setup.plan
+        wanted = hardware.kind == "cpu" and self.precision in ("auto", str(Precision.FLOAT32_ONNX))
+        if not wanted or (plan is not None and Precision.FLOAT32_ONNX not in plan.precisions):
+            return None
+        graph = load_graph(self._path, hardware.threads)
+        if graph is None and self.precision == str(Precision.FLOAT32_ONNX):
+            raise EmbedError(
+                f"precision float32-onnx was asked for {self._model_id}, but its ONNX graph cannot be "
+                "had (see the warning above; onnx and onnxruntime must be installed, and the device "
+                "must be the CPU); use precision: auto or float32"
+            )
+        return graph
 
     def input_window(self) -> WordPieceWindow:
         """The model's input window counted in its own tokenizer, for the splitter to fit every chunk to it
@@ -369,10 +378,16 @@ class LocalEmbedder:
         """One forward pass over ``texts``: normalised float32 vectors, computed in ``precision``."""
         import torch
 
+        features = model.preprocess(texts)
+        if precision is Precision.FLOAT32_ONNX and self._onnx is not None:
+            tensors = {name: value for name, value in features.items() if isinstance(value, torch.Tensor)}
+            vectors = self._onnx.encode({name: value.numpy() for name, value in tensors.items()})
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            return np.ascontiguousarray(vectors, dtype=np.float32)
         device = model.device
         features = {
             name: value.to(device) if isinstance(value, torch.Tensor) else value
-            for name, value in model.preprocess(texts).items()
+            for name, value in features.items()
         }
         bf16 = precision is Precision.BFLOAT16
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -432,130 +447,6 @@ class LocalEmbedder:
             np.asarray(weights, dtype=np.float32),
             np.asarray(lengths, dtype=np.intp),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class EmbedderStats:
-    """How a local embedder runs and how fast it has gone (``None`` until the model is loaded)."""
-
-    device: str | None
-    precision: str | None
-    """The precision of a full batch."""
-    single_precision: str | None
-    """The precision of one text alone (queries, one-chunk edits)."""
-    batch_size: int | None
-    texts_embedded: int
-    embed_seconds: float
-    """Wall time spent inside ``embed`` (tokenising included)."""
-
-    @property
-    def texts_per_second(self) -> float:
-        return self.texts_embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "texts_per_second": round(self.texts_per_second, 2)}
-
-
-class _Counters:
-    """Texts embedded and seconds spent, added by the embedding thread, read by statistics."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._texts = 0
-        self._seconds = 0.0
-
-    def add(self, texts: int, seconds: float) -> None:
-        with self._lock:
-            self._texts += texts
-            self._seconds += seconds
-
-    def read(self) -> tuple[int, float]:
-        with self._lock:
-            return self._texts, self._seconds
-
-
-class _Setup:
-    """The device and the precision plan, decided once for an embedder and its replicas."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.hardware: Hardware | None = None
-        self.calibration: Calibration | None = None
-        self.plan: PrecisionPlan | None = None
-
-    def detect(self, requested: str) -> Hardware:
-        with self._lock:
-            if self.hardware is None:
-                self.hardware = detect_hardware(requested)
-            return self.hardware
-
-    def decide(self, embedder: LocalEmbedder, model: SentenceTransformer) -> None:
-        with self._lock:
-            if self.plan is not None:
-                return
-            hardware = self.hardware
-            assert hardware is not None
-            calibration = None
-            if (embedder.precision == "auto" and hardware.native_bf16) or embedder._batch_size is None:
-                calibration = _calibration(embedder, model, hardware)
-            self.calibration = calibration
-            self.plan = plan_precision(
-                calibration,
-                native_bf16=hardware.native_bf16,
-                forced=embedder.precision,
-                batch_size=embedder._batch_size,
-            )
-        logger.info(
-            "%s on %s: batches of %d in %s, single texts in %s (%s)",
-            embedder.model_id,
-            hardware.device,
-            self.plan.batch_size,
-            self.plan.bulk,
-            self.plan.single,
-            self.plan.reason,
-        )
-
-
-def _calibration(embedder: LocalEmbedder, model: SentenceTransformer, hardware: Hardware) -> Calibration:
-    """The cached calibration for this model on this hardware, or a new one (then cached)."""
-    import torch
-
-    key = calibration_key(
-        embedder.model_id, embedder._path, hardware.device, hardware.name, hardware.threads, torch.__version__
-    )
-    path = calibration_cache_path()
-    cached = load_calibration(path, key)
-    wanted = [Precision.FLOAT32, Precision.BFLOAT16] if hardware.native_bf16 else [Precision.FLOAT32]
-    busy = machine_load()
-    complete = cached is not None and (cached.min_cosine is not None or len(wanted) == 1)
-    if cached is not None and complete and not worth_recalibrating(cached, busy):
-        return cached
-    started = time.perf_counter()
-    calibration = calibrate(
-        lambda texts, precision: embedder._forward(model, texts, precision), wanted, busy=busy
-    )
-    logger.info(
-        "calibrated %s on %s in %.1f s (load %.2f per core%s)",
-        embedder.model_id,
-        hardware.name,
-        time.perf_counter() - started,
-        busy or 0.0,
-        ", measured again when quieter" if calibration.disturbed else "",
-    )
-    if cached is None or not complete or not calibration.disturbed or (busy or 0) < (cached.busy or 0):
-        store_calibration(
-            path, key, calibration, model=embedder.model_id, device=hardware.device, processor=hardware.name
-        )
-    return calibration
-    started = time.perf_counter()
-    calibration = calibrate(lambda texts, precision: embedder._forward(model, texts, precision), wanted)
-    logger.info(
-        "calibrated %s on %s in %.1f s", embedder.model_id, hardware.name, time.perf_counter() - started
-    )
-    store_calibration(
-        path, key, calibration, model=embedder.model_id, device=hardware.device, processor=hardware.name
-    )
-    return calibration
 
 
 def _override(variable: str, configured: str) -> str:

@@ -1,10 +1,13 @@
-"""Which numeric precision a local model runs in, per batch size, decided from a short measurement on this
-machine (a calibration) rather than assumed, and that measurement cached per model and processor.
+"""Which numeric precision (and runtime) a local model runs in, per batch size, decided from a short
+measurement on this machine (a calibration) rather than assumed, and that measurement cached per model and
+processor.
 
 bfloat16 autocast roughly triples a batch's speed on a CPU with AVX-512 BF16 or AMX, yet makes a short
-query slower; so the choice is made per batch size. Vectors stay float32 and L2-normalised either way,
-and bfloat16 is only chosen where its vectors agree with float32 ones to ``COSINE_BOUND``, which is why a
-change of precision keeps the model id and with it the embedding cache.
+query slower; the same weights exported to onnxruntime run float32 with less overhead per pass, which
+pays most for one text alone; so the choice is made per batch size. Vectors stay float32 and
+L2-normalised either way, and a path other than torch's float32 is only chosen where its vectors agree
+with torch's float32 ones to ``COSINE_BOUND``, which is why a change of path keeps the model id and with
+it the embedding cache.
 """
 
 from __future__ import annotations
@@ -56,16 +59,20 @@ class Precision(enum.StrEnum):
     """Full precision: the reference every other precision is held to."""
     BFLOAT16 = "bfloat16"
     """``torch.autocast`` to bfloat16: matrix products in bf16, reductions and norms in float32."""
+    FLOAT32_ONNX = "float32-onnx"
+    """float32 through onnxruntime, on a graph exported from the same weights (CPU only)."""
 
 
-PRECISION_CHOICES = ("auto", "float32", "bfloat16")
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float32-onnx")
 """What ``precision`` may say: ``auto`` lets the calibration decide, the others force a choice."""
 
 COSINE_BOUND = 0.9999
-"""bfloat16 is used only if every calibration vector has at least this cosine with its float32 twin."""
+"""bfloat16 or onnxruntime is used only if every calibration vector it made has at least this cosine with
+its torch float32 twin."""
 
 MIN_GAIN = 1.10
-"""How much faster bfloat16 must be at a batch size to be chosen there: within noise, float32 stays."""
+"""How much faster another path must be than torch's float32 at a batch size to be chosen there: within
+noise, float32 stays."""
 
 CALIBRATION_SIZES = (1, 4, 8, 16, 32)
 """Batch sizes the calibration times; 1 is timed on a short query, the others on chunk-sized texts."""
@@ -96,7 +103,8 @@ class Measurement:
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """The outcome of ``calibrate``: rates per (batch size, precision), and how close bfloat16 came."""
+    """The outcome of ``calibrate``: rates per (batch size, precision), and how close the other paths
+    came to float32."""
 
     measurements: tuple[Measurement, ...]
     min_cosine: float | None = None
@@ -104,6 +112,19 @@ class Calibration:
     busy: float | None = None
     """The machine's load average per core when the calibration began: above ``QUIET_LOAD`` other
     processes shared the cores, so the rates are less trustworthy and a quieter moment measures again."""
+
+    onnx_min_cosine: float | None = None
+    """Lowest cosine between an onnxruntime vector and its float32 twin; ``None`` if it was not run."""
+
+    def cosine(self, precision: Precision) -> float | None:
+        """How close ``precision``'s vectors came to float32's (1.0 for float32 itself)."""
+        if precision is Precision.FLOAT32:
+            return 1.0
+        return self.min_cosine if precision is Precision.BFLOAT16 else self.onnx_min_cosine
+
+    @property
+    def precisions(self) -> set[Precision]:
+        return {m.precision for m in self.measurements}
 
     @property
     def disturbed(self) -> bool:
@@ -123,6 +144,7 @@ class Calibration:
         return {
             "measurements": [asdict(m) for m in self.measurements],
             "min_cosine": self.min_cosine,
+            "onnx_min_cosine": self.onnx_min_cosine,
             "busy": self.busy,
         }
 
@@ -132,11 +154,12 @@ class Calibration:
             Measurement(int(m["batch_size"]), Precision(m["precision"]), float(m["texts_per_second"]))
             for m in data["measurements"]
         )
-        min_cosine, busy = data.get("min_cosine"), data.get("busy")
+        min_cosine, busy, onnx = data.get("min_cosine"), data.get("busy"), data.get("onnx_min_cosine")
         return cls(
             measurements,
             None if min_cosine is None else float(min_cosine),
             None if busy is None else float(busy),
+            None if onnx is None else float(onnx),
         )
 
 
@@ -163,6 +186,11 @@ class PrecisionPlan:
         return chosen
 
     @property
+    def precisions(self) -> set[Precision]:
+        """Every precision some batch size runs in."""
+        return {precision for _size, precision in self.by_size}
+
+    @property
     def bulk(self) -> Precision:
         """The precision of a full batch."""
         return self.for_batch(self.batch_size)
@@ -182,35 +210,52 @@ def plan_precision(
 ) -> PrecisionPlan:
     """Decide precision per batch size and the bulk batch size.
 
-    ``forced`` (``float32``/``bfloat16``) wins over any measurement. Under ``auto``, bfloat16 is never
-    chosen on hardware without native bf16 (it is emulated there, and slower), nor when the calibration's
-    vectors strayed below ``COSINE_BOUND``, nor at a batch size where it was not ``MIN_GAIN`` faster.
-    ``batch_size`` fixes the bulk batch; otherwise the fastest measured one is taken (the smallest within
-    5% of the fastest), or 8 without a calibration.
+    ``forced`` (``float32``/``bfloat16``/``float32-onnx``) wins over any measurement. Under ``auto``, each
+    batch size takes the fastest trusted path, where a path other than torch's float32 must be
+    ``MIN_GAIN`` faster than it. bfloat16 is never trusted on hardware without native bf16 (it is
+    emulated there, and slower); no path is trusted unless it was measured and its vectors stayed within
+    ``COSINE_BOUND`` of float32's. ``batch_size`` fixes the bulk batch; otherwise the fastest measured
+    one is taken (the smallest within 5% of the fastest), or 8 without a calibration.
     """
     check_precision(forced)
     if forced != "auto":
         precision = Precision(forced)
         size = batch_size or _fastest_size(calibration, lambda _size: precision) or _DEFAULT_BATCH
         return PrecisionPlan(size, ((1, precision),), f"{forced} forced by configuration")
-    if not native_bf16:
-        return _float32_plan(calibration, batch_size, "no native bfloat16 on this device")
-    if calibration is None or not any(m.precision is Precision.BFLOAT16 for m in calibration.measurements):
-        return _float32_plan(calibration, batch_size, "bfloat16 not measured")
-    if calibration.min_cosine is None or calibration.min_cosine < COSINE_BOUND:
-        return _float32_plan(
-            calibration,
-            batch_size,
-            f"bfloat16 vectors strayed (cosine {calibration.min_cosine} < {COSINE_BOUND})",
-        )
+    trusted, refusals = _trusted_paths(calibration, native_bf16)
+    if calibration is None or not trusted:
+        return _float32_plan(calibration, batch_size, "; ".join(refusals))
     choice: dict[int, Precision] = {}
     for size in calibration.sizes:
         fp32 = calibration.rate(size, Precision.FLOAT32)
-        bf16 = calibration.rate(size, Precision.BFLOAT16)
-        faster = fp32 is not None and bf16 is not None and bf16 >= MIN_GAIN * fp32
-        choice[size] = Precision.BFLOAT16 if faster else Precision.FLOAT32
+        choice[size] = Precision.FLOAT32
+        best = fp32
+        for precision in trusted:
+            rate = calibration.rate(size, precision)
+            if rate is None or fp32 is None or rate < MIN_GAIN * fp32:
+                continue
+            if best is None or rate > best:
+                choice[size], best = precision, rate
     size = batch_size or _fastest_size(calibration, choice.__getitem__) or _DEFAULT_BATCH
-    return PrecisionPlan(size, _compact(choice), "measured")
+    reason = "; ".join(["measured", *refusals])
+    return PrecisionPlan(size, _compact(choice), reason)
+
+
+def _trusted_paths(calibration: Calibration | None, native_bf16: bool) -> tuple[list[Precision], list[str]]:
+    """The paths besides torch's float32 that ``auto`` may choose, and why each other one may not."""
+    trusted: list[Precision] = []
+    refusals: list[str] = []
+    for precision in (Precision.BFLOAT16, Precision.FLOAT32_ONNX):
+        cosine = calibration.cosine(precision) if calibration is not None else None
+        if precision is Precision.BFLOAT16 and not native_bf16:
+            refusals.append("no native bfloat16 on this device")
+        elif calibration is None or precision not in calibration.precisions:
+            refusals.append(f"{precision} not measured")
+        elif cosine is None or cosine < COSINE_BOUND:
+            refusals.append(f"{precision} vectors strayed (cosine {cosine} < {COSINE_BOUND})")
+        else:
+            trusted.append(precision)
+    return trusted, refusals
 
 
 def _float32_plan(calibration: Calibration | None, batch_size: int | None, reason: str) -> PrecisionPlan:
@@ -312,12 +357,15 @@ def calibrate(
         Measurement(size, precision, (1 if size == 1 else size) / seconds)
         for (size, precision), seconds in sorted(best.items())
     )
-    min_cosine = None
-    if Precision.BFLOAT16 in outputs and Precision.FLOAT32 in outputs:
-        reference = np.vstack(outputs[Precision.FLOAT32])
-        candidate = np.vstack(outputs[Precision.BFLOAT16])
-        min_cosine = float(np.min(np.sum(reference * candidate, axis=1)))
-    return Calibration(measurements, min_cosine, busy)
+    cosines: dict[Precision, float] = {}
+    for precision in outputs:
+        if precision is not Precision.FLOAT32 and Precision.FLOAT32 in outputs:
+            reference = np.vstack(outputs[Precision.FLOAT32])
+            candidate = np.vstack(outputs[precision])
+            cosines[precision] = float(np.min(np.sum(reference * candidate, axis=1)))
+    return Calibration(
+        measurements, cosines.get(Precision.BFLOAT16), busy, cosines.get(Precision.FLOAT32_ONNX)
+    )
 
 
 def machine_load() -> float | None:

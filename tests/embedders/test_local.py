@@ -20,6 +20,7 @@ import pytest
 import ragflow.embedders
 import ragflow.embedders.hardware
 import ragflow.embedders.local
+import ragflow.embedders.local_plan
 from ragflow.embedders import make_embedder
 from ragflow.embedders.local import DEFAULT_MODEL_ID, LocalEmbedder
 from ragflow.embedders.precision import COSINE_BOUND, Precision, plan_precision
@@ -179,7 +180,7 @@ def test_forced_precision_and_batch_size_skip_the_calibration(monkeypatch: pytes
     def no_calibration(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a forced precision with a batch size needs no calibration")
 
-    monkeypatch.setattr(ragflow.embedders.local, "calibrate", no_calibration)
+    monkeypatch.setattr(ragflow.embedders.local_plan, "calibrate", no_calibration)
     monkeypatch.setenv("RAGFLOW_EMBED_PRECISION", "bfloat16")
     forced = LocalEmbedder(precision="float32", batch_size=3)  # the environment overrides the argument
     assert forced.embed(["one", "two", "three", "four"]).shape == (4, 384)
@@ -199,13 +200,15 @@ def test_forced_precision_and_batch_size_skip_the_calibration(monkeypatch: pytes
 def test_the_auto_plan_follows_this_machines_calibration(embedder: LocalEmbedder) -> None:
     setup = embedder._setup
     assert setup.hardware is not None and setup.hardware.device == "cpu"
-    if not setup.hardware.native_bf16:
-        assert {embedder.plan.single, embedder.plan.bulk} == {Precision.FLOAT32}
-        return
-    assert setup.calibration is not None and setup.calibration.min_cosine is not None
-    assert setup.calibration.min_cosine >= COSINE_BOUND
-    assert embedder.plan == plan_precision(setup.calibration, native_bf16=True)
+    calibration = setup.calibration
+    assert calibration is not None
+    assert embedder.plan == plan_precision(calibration, native_bf16=setup.hardware.native_bf16)
     assert embedder.stats().as_dict()["precision"] == str(embedder.plan.bulk)
+    if not setup.hardware.native_bf16:
+        assert Precision.BFLOAT16 not in embedder.plan.precisions
+    for precision in embedder.plan.precisions - {Precision.FLOAT32}:
+        cosine = calibration.cosine(precision)
+        assert cosine is not None and cosine >= COSINE_BOUND
 
 
 @pytest.mark.model

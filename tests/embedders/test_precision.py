@@ -106,6 +106,58 @@ def test_without_a_calibration_float32_in_batches_of_8() -> None:
     assert float32_measured.bulk is F32 and "not measured" in float32_measured.reason
 
 
+ONNX = Precision.FLOAT32_ONNX
+
+# What an AMD EPYC with AVX2 only measured (2 cores): onnxruntime's float32 graph far faster for one
+# query, less so in batches; no native bf16.
+EPYC = {
+    (1, F32): 80.0,
+    (1, ONNX): 250.0,
+    (4, F32): 30.0,
+    (4, ONNX): 42.0,
+    (8, F32): 31.0,
+    (8, ONNX): 44.0,
+    (16, F32): 31.0,
+    (16, ONNX): 33.0,
+}
+
+
+def with_onnx(rates: dict[tuple[int, Precision], float], cosine: float | None = 0.9999999) -> Calibration:
+    return Calibration(tuple(Measurement(s, p, r) for (s, p), r in rates.items()), None, None, cosine)
+
+
+def test_onnx_is_chosen_per_batch_size_where_measured_faster() -> None:
+    plan = plan_precision(with_onnx(EPYC), native_bf16=False)
+    # 4 runs within 5% of 8's rate (42 against 44/s): the smaller batch, less latency, same throughput
+    assert (plan.single, plan.batch_size, plan.bulk) == (ONNX, 4, ONNX)
+    assert plan.for_batch(16) is F32  # 33 against 31: within noise, torch's float32 stays
+    assert "no native bfloat16" in plan.reason and plan.reason.startswith("measured")
+
+
+def test_onnx_vectors_that_stray_or_were_not_measured_keep_float32() -> None:
+    strayed = plan_precision(with_onnx(EPYC, COSINE_BOUND - 1e-5), native_bf16=False)
+    assert strayed.precisions == {F32} and "float32-onnx vectors strayed" in strayed.reason
+    unmeasured = plan_precision(with_onnx(float32_only(EPYC)), native_bf16=False)
+    assert unmeasured.precisions == {F32} and "float32-onnx not measured" in unmeasured.reason
+
+
+def test_the_fastest_trusted_path_wins_between_bf16_and_onnx() -> None:
+    rates = {**XEON, **{(s, ONNX): XEON[s, F32] * 1.5 for s, _ in XEON}}
+    plan = plan_precision(
+        Calibration(tuple(Measurement(s, p, r) for (s, p), r in rates.items()), 0.99998, None, 0.9999999),
+        native_bf16=True,
+    )
+    assert plan.single is ONNX  # bf16 is slower than float32 for one query, onnx 1.5x faster
+    assert plan.bulk is BF16  # bf16 ~3x in batches beats onnx's 1.5x
+    assert plan_precision(with_onnx(EPYC), native_bf16=True, forced="float32-onnx").precisions == {ONNX}
+
+
+def test_a_calibration_with_onnx_round_trips_through_the_cache(tmp_path: Path) -> None:
+    calibration = with_onnx(EPYC)
+    store_calibration(tmp_path / "c.json", "k", calibration)
+    assert load_calibration(tmp_path / "c.json", "k") == calibration
+
+
 def test_calibrate_alternates_precisions_and_keeps_each_cells_best_round() -> None:
     calls: list[tuple[int, Precision]] = []
     # On the fake clock a text takes 30 ms in float32 and 10 ms in bf16; the second round is disturbed
