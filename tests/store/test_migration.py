@@ -316,3 +316,18 @@ def test_a_document_store_alone_cannot_migrate(tmp_path: Path) -> None:
             state_dir=tmp_path / "s",
             on_incompatible_state="migrate",
         )
+
+
+@pytest.mark.model
+def test_with_the_real_local_model_a_chunk_size_change_is_invisible_to_queries(tmp_path: Path) -> None:
+    folder, state = tmp_path / "docs", tmp_path / "state"
+    write_folder(folder, 30)
+
+    def local(max_tokens: int) -> RagflowConfig:
+        data = config_for(folder, state, max_tokens=max_tokens).to_dict()
+        data["embedder"] = {"kind": "local"}
+        return RagflowConfig.from_dict(
+            {k: data[k] for k in ("sources", "splitter", "embedder", "persistence")}
+        )
+
+    migrate_under_churn(tmp_path, local(64), local(16), by_chunk_size)
