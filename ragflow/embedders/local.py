@@ -53,6 +53,9 @@ _CL100K_TOKENS_PER_WORD_PIECE = 0.5
 # more than 16 letters, and the model never reads past its window anyway.
 _QUERY_CHARS_PER_WORD_PIECE = 16
 
+# How much padding a bulk batch may carry, as a share of its real word-pieces (see _similar_length_end).
+_MAX_PADDING = 0.25
+
 
 class LocalEmbedder:
     """A sentence-transformers model on this machine: no network, no server.
@@ -367,9 +370,10 @@ class LocalEmbedder:
         while start < len(order):
             # waiting queries go first; while they keep coming, batches shrink so they wait less
             size = self.query_priority.bulk_batch_size(self.batch_size)
-            batch = order[start : start + size]
+            end = _similar_length_end(lengths[order], start, size)
+            batch = order[start:end]
             vectors[batch] = self._forward(model, [texts[i] for i in batch], self.plan_for(len(batch)))
-            start += size
+            start = end
         return vectors
 
     def _forward(
@@ -447,6 +451,22 @@ class LocalEmbedder:
             np.asarray(weights, dtype=np.float32),
             np.asarray(lengths, dtype=np.intp),
         )
+
+
+def _similar_length_end(sorted_lengths: npt.NDArray[np.intp], start: int, size: int) -> int:
+    """Where the batch that starts at ``start`` of texts sorted by length ends: after at most ``size``
+    texts, and before padding (every text padded to the batch's longest) would exceed
+    ``_MAX_PADDING`` of the batch's real tokens. A chunk edit's texts range from a dozen to 150
+    word-pieces; cut this way they embedded ~20% faster than in one padded batch (2 AVX2 cores)."""
+    end = start + 1
+    total = int(sorted_lengths[start])
+    while end < min(start + size, len(sorted_lengths)):
+        longest = int(sorted_lengths[end])
+        if (end - start + 1) * longest > (1 + _MAX_PADDING) * (total + longest):
+            break
+        total += longest
+        end += 1
+    return end
 
 
 def _override(variable: str, configured: str) -> str:

@@ -59,6 +59,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 # -- without the model ----------------------------------------------------------------------------
 
 
+def test_bulk_batches_end_before_padding_outgrows_a_quarter_of_their_tokens() -> None:
+    end = ragflow.embedders.local._similar_length_end
+    lengths = np.array([10, 11, 12, 40, 41, 42, 43, 150])
+    assert end(lengths, 0, 8) == 3  # 40 would pad 10, 11, 12 to four times their length
+    assert end(lengths, 3, 8) == 7 and end(lengths, 3, 2) == 5  # similar lengths fill up to the size
+    assert end(lengths, 7, 8) == 8  # the last text alone
+    uniform = np.full(20, 100)
+    assert end(uniform, 0, 8) == 8 and end(uniform, 16, 8) == 20
+
+
 def test_identity_and_limits_are_known_without_loading_the_model() -> None:
     embedder = LocalEmbedder()
     assert (embedder.model_id, embedder.dim, embedder.max_input_tokens, embedder.max_tokens) == (
