@@ -175,6 +175,7 @@ def test_auto_precision_embeds_alone_or_in_a_batch_within_the_bound(embedder: Lo
 
 
 @pytest.mark.model
+@pytest.mark.timeout(600)  # where bf16 is not native (AVX2 only) torch emulates it: ~140 s of CPU here
 def test_bf16_vectors_match_float32_within_the_bound_on_real_text(float32_embedder: LocalEmbedder) -> None:
     chunks = [c.text for c in TokenSplitter(float32_embedder.max_tokens).split(stdlib_prose())][:256]
     bf16 = LocalEmbedder(precision="bfloat16", batch_size=16)
