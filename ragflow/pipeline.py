@@ -177,6 +177,7 @@ class DocumentFeed:
         """Told each push's position just before the push (the store follows pushes with it)."""
         self.current: dict[str, DocRow] = {}
         self.seen_ns: dict[str, int] = {}
+        self._unpushed = 0  # see pending()
         self._lock = threading.Lock()
         if hasattr(source, "held_documents"):  # the source asked for it (see ragflow.sources)
             setattr(source, "held_documents", self.held_documents)  # noqa: B010
@@ -187,11 +188,15 @@ class DocumentFeed:
             if size is None and self.snapshot_slice and len(changes) > BURST_SLICES * self.snapshot_slice:
                 size, changes = self.snapshot_slice, _deletes_last(changes)
             for group in _slices(changes, size):
-                deltas = self._deltas(group)
-                if deltas:
+                deltas = self._deltas(group)  # counted as unpushed when it records a change
+                if not deltas:
+                    continue
+                try:
                     if self.before_push is not None:
                         self.before_push(group[-1].position)
                     push(deltas, group[-1].position)
+                finally:
+                    self._pushed()
             if snapshot_done:
                 self.snapshot_done.set()
 
@@ -200,9 +205,14 @@ class DocumentFeed:
             for row in rows:
                 self.current[row.doc_id] = row
                 self._unsettled.add(row.doc_id)
+            self._unpushed += 1 if rows else 0
         step = self.snapshot_slice or max(1, len(rows))
-        for start in range(0, len(rows), step):  # in slices too: searchable (and saved) bit by bit
-            push([(row.doc_id, row, 1) for row in rows[start : start + step]], None)
+        try:
+            for start in range(0, len(rows), step):  # in slices too: searchable (and saved) bit by bit
+                push([(row.doc_id, row, 1) for row in rows[start : start + step]], None)
+        finally:
+            if rows:
+                self._pushed()
         try:
             self.source.run(emit, stop, mode, self.position)
         finally:
@@ -225,7 +235,20 @@ class DocumentFeed:
                     self.seen_ns[change.doc_id] = int(change.metadata.get("seen_at_ns") or time.time_ns())
                 else:
                     self.seen_ns.pop(change.doc_id, None)
+            self._unpushed += 1 if deltas else 0
         return deltas
+
+    def pending(self) -> int:
+        """Groups of changes already in ``current`` but not yet pushed to the engine (its source thread is
+        between the two). The engine's ``wait_idle`` waits for them, so that "idle" never means "idle but
+        about to receive what ``current`` already says": a migration's swap compares ``current`` with the
+        serving generation's and then asks the new one whether it is idle (ragflow.store.migrating)."""
+        with self._lock:
+            return self._unpushed
+
+    def _pushed(self) -> None:
+        with self._lock:
+            self._unpushed -= 1
 
     def held_documents(self) -> dict[str, Mapping[str, Any]]:
         """``doc_id -> metadata`` of the documents this feed holds (a ``HeldDocuments`` for its source)."""

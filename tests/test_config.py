@@ -512,6 +512,9 @@ persistence:
   state_dir: state
   checkpoint_interval: 2.5
   on_incompatible_state: rebuild
+  migration_gate:
+    eval_set: eval/questions.jsonl
+    tolerance: 0.01
 """
 
 
@@ -546,6 +549,13 @@ def test_a_full_example_round_trips(tmp_path: Path) -> None:
         "checkpoint_interval": 2.5,
         "on_incompatible_state": "rebuild",
         "keep_previous_generation": 600.0,
+        "migration_gate": {
+            "eval_set": str(tmp_path / "eval" / "questions.jsonl"),
+            "metric": "mrr@10",
+            "tolerance": 0.01,
+            "search_mode": None,
+            "recheck_seconds": 60.0,
+        },
     }
 
 

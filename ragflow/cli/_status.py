@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"last indexed   {_when(stats.get('last_indexed'))}")
     migration = stats.get("migration")
     if migration:
-        from ragflow.cli._migrate import progress_lines
+        from ragflow.cli._migrate import gate_lines, progress_lines
 
         print(f"migration      {str(migration.get('state', '?')).replace('_', ' ')} (ragflow migrate status)")
-        for line in progress_lines(migration):
+        for line in [*progress_lines(migration), *gate_lines(migration)]:
             print(line)
     _print_sources(sources_code, sources)
     print(f"errors         {len(errors) if errors else 'none'}")
@@ -105,10 +105,14 @@ def _bytes_text(n: int | None) -> str:
 
 def _state_status(state_dir: Path, *, check: bool, as_json: bool) -> int:
     from ragflow.persistence import describe_state
+    from ragflow.store.generations import read_pointer
 
     if state_dir.exists() and not state_dir.is_dir():
         raise ConfigError(f"--state-dir {state_dir} is not a directory")
-    state = describe_state(state_dir, check_integrity=check)
+    # the generation that serves (generation.json), not necessarily the root one after a migration
+    pointer = read_pointer(state_dir)
+    state = describe_state(state_dir / pointer.active, check_integrity=check, cache_dir=state_dir)
+    state["generations"] = _generations(state_dir, pointer)
     if as_json:
         print(json.dumps(state, indent=2, ensure_ascii=False))
     elif not state["exists"]:
@@ -133,8 +137,34 @@ def _state_status(state_dir: Path, *, check: bool, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _generations(root: Path, pointer: Any) -> dict[str, Any]:
+    """``generation.json``: the active generation, and the one a migration builds (with what it holds
+    so far) and the one the last swap replaced, if any."""
+    from ragflow.persistence import describe_state
+
+    building = None
+    if pointer.building is not None:
+        found = describe_state(root / pointer.building, cache_dir=root)
+        building = {
+            "generation": pointer.building,
+            **{key: found[key] for key in ("model_id", "dim", "parser_id", "documents", "chunks")},
+        }
+    return {"active": pointer.active, "building": building, "previous": pointer.previous}
+
+
 def _print_state(state: dict[str, Any]) -> None:
     print(f"state dir        {state['state_dir']}  (format {state['format_version']})")
+    generations = state["generations"]
+    if generations["active"] != "." or generations["building"] or generations["previous"]:
+        print(f"generation       {generations['active']} (generation.json)")
+    building = generations["building"]
+    if building is not None:
+        print(
+            f"migrating to     {building['generation']}: {building['model_id']} ({building['dim']} "
+            f"dimensions), {building['documents']:,} documents and {building['chunks']:,} chunks so far"
+        )
+    if generations["previous"]:
+        print(f"previous         {generations['previous']} (kept for a rollback)")
     print(f"embedding model  {state['model_id']} ({state['dim']} dimensions)")
     print(f"parser/splitter  {state['parser_id']}")
     print(f"documents        {state['documents']:,}")

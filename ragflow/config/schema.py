@@ -217,14 +217,23 @@ class RagflowConfig(Section):
         state directory's generations, migrating to these settings if the active generation has others.
         ``sources`` makes each generation's own source instances."""
         from ..store.migrating import MigratingStore
+        from ..store.migration_gate import MigrationGate
         from .recipe import ConfigRecipe
 
         if self.persistence.state_dir is None:
             raise self._origin.error(("persistence", "state_dir"), "generations need a state directory")
+        settings = self.persistence.migration_gate
+        gate = None
+        if settings is not None:
+            try:
+                gate = MigrationGate(**settings.model_dump())
+            except (ConfigError, OSError) as exc:
+                raise self._origin.error(("persistence", "migration_gate", "eval_set"), str(exc)) from None
         return MigratingStore(
             self.persistence.state_dir,
             ConfigRecipe(self, sources),
             keep_previous=self.persistence.keep_previous_generation,
+            gate=gate,
         )
 
     def retrieval_options(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "IndexConfig",
     "KeyScopeConfig",
     "LLMConfig",
+    "MigrationGateConfig",
     "ParserConfig",
     "PersistenceConfig",
     "PluginConfig",
@@ -237,6 +238,9 @@ class ServerConfig(Section):
     """Its PEM private key; ``ragflow serve --tls-key`` overrides."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins a browser page may call the API from; empty (default) sends no CORS headers."""
+    access_log: bool = False
+    """Log a line per request (method, path, status); off by default: it costs about a third of a short
+    request's CPU outside the model, and ``/metrics`` counts every request by route and status."""
 
     @_model_validator(mode="after")
     def _distinct_keys(self) -> ServerConfig:
@@ -247,6 +251,23 @@ class ServerConfig(Section):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("HTTPS needs both tls_cert and tls_key (or neither)")
         return self
+
+
+class MigrationGateConfig(Section):
+    """The evaluation gate of a migration (docs/persistence.md): the swap waits while the new generation
+    scores lower than the serving one on a labelled evaluation set."""
+
+    eval_set: str
+    """The question file (``ragflow eval``'s format, docs/retrieval.md); relative to the configuration
+    file's folder."""
+    metric: Literal["mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"] = "mrr@10"
+    """What is compared."""
+    tolerance: float = Field(default=0.0, ge=0)
+    """How much lower the new generation may score and still be swapped in (``0``: at least as well)."""
+    search_mode: Literal["vector", "lexical", "hybrid"] | None = None
+    """The mode the questions are asked in; ``null``: ``retrieval.search_mode``."""
+    recheck_seconds: float = Field(default=60.0, ge=0)
+    """While the gate holds: how often both generations are evaluated again once the documents changed."""
 
 
 class PersistenceConfig(Section):
@@ -265,6 +286,9 @@ class PersistenceConfig(Section):
     keep_previous_generation: float = Field(default=600.0, ge=0)
     """Seconds the generation a migration replaced keeps running after the swap, for ``ragflow migrate
     rollback``; then it is stopped and deleted (``0``: at once)."""
+    migration_gate: MigrationGateConfig | None = None
+    """An evaluation set the new generation must score at least as well on before a migration swaps it in;
+    ``null``: no gate (``ragflow serve`` only)."""
 
 
 class RetrievalConfig(Section):

@@ -66,6 +66,10 @@ class Validator:
             raise InvalidConfigError(self.problems)
         sections = {key: value for key, value in sections.items() if value is not None}
         persistence = sections.get("persistence")
+        if persistence is not None and persistence.migration_gate is not None:
+            gate = persistence.migration_gate
+            gate = gate.model_copy(update={"eval_set": str(self._resolve(gate.eval_set))})
+            sections["persistence"] = persistence = persistence.model_copy(update={"migration_gate": gate})
         if persistence is not None and persistence.state_dir is not None:
             state_dir = str(self._resolve(persistence.state_dir))
             sections["persistence"] = persistence.model_copy(update={"state_dir": state_dir})

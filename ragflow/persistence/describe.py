@@ -16,7 +16,12 @@ from .records import CACHE_FILE, STATE_FILE, DamagedState
 __all__ = ["describe_state"]
 
 
-def describe_state(state_dir: str | os.PathLike[str], *, check_integrity: bool = False) -> dict[str, Any]:
+def describe_state(
+    state_dir: str | os.PathLike[str],
+    *,
+    check_integrity: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """What a state directory holds, read without changing it (safe while a store runs on it); for
     ``ragflow status --state-dir``.
 
@@ -26,7 +31,8 @@ def describe_state(state_dir: str | os.PathLike[str], *, check_integrity: bool =
     position of a ``"stream"`` source, as text), ``last_checkpoint`` (``epoch``, ``time`` in Unix
     seconds, ``age_seconds``) or ``None``, ``checkpoints`` kept, ``state_bytes``, ``cache`` (``entries``,
     ``bytes``), and ``problem``: ``None``, or why the state cannot be read (a start would rebuild it).
-    With ``check_integrity``, also runs SQLite's ``quick_check`` (reads the whole file).
+    With ``check_integrity``, also runs SQLite's ``quick_check`` (reads the whole file). ``cache_dir``
+    holds the embedding cache when it is not ``state_dir`` (a generation's cache is at the root).
 
     Example:
         >>> describe_state("/nonexistent")["exists"]
@@ -34,7 +40,7 @@ def describe_state(state_dir: str | os.PathLike[str], *, check_integrity: bool =
     """
     directory = Path(state_dir)
     path = directory / STATE_FILE
-    cache_path = directory / CACHE_FILE
+    cache_path = Path(cache_dir if cache_dir is not None else directory) / CACHE_FILE
     result: dict[str, Any] = {
         "state_dir": str(directory),
         "exists": path.exists(),

@@ -143,6 +143,13 @@ class ServerMetrics:
             "Seconds until the migration catches up (estimate; -1: unknown)",
             registry=r,
         )
+        self.migration_gate = Gauge(
+            "ragflow_migration_gate_score",
+            "The evaluation gate's last score (persistence.migration_gate's metric) of the serving and "
+            "the new generation (-1: not evaluated)",
+            ["generation"],
+            registry=r,
+        )
         self.migration_swaps = Gauge(
             "ragflow_migration_swapped_at_seconds",
             "When the last swap happened (Unix seconds; 0: none)",
@@ -188,13 +195,17 @@ class ServerMetrics:
     def _observe_migration(self) -> None:
         status_of = getattr(self.store, "migration_status", None)
         status: dict[str, Any] = status_of() if callable(status_of) else {"state": "none"}
-        self.migration_active.set(1 if status["state"] in ("building", "catching_up") else 0)
+        self.migration_active.set(1 if status["state"] in ("building", "catching_up", "held") else 0)
         self.migration_documents.labels("done").set(status.get("documents_done") or 0)
         self.migration_documents.labels("total").set(status.get("documents_total") or 0)
         self.migration_rate.set(status.get("rate_documents_per_second") or 0)
         eta = status.get("eta_seconds")
         self.migration_eta.set(eta if eta is not None else -1)
         self.migration_swaps.set(status.get("swapped_at") or 0)
+        gate = status.get("gate") or {}
+        for generation, key in (("serving", "active_score"), ("new", "new_score")):
+            score = gate.get(key)
+            self.migration_gate.labels(generation).set(score if score is not None else -1)
 
     def _describe_embedder(self) -> None:
         described = embedder_stats(self.store.embedder)

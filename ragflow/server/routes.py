@@ -251,6 +251,8 @@ def _migration_summary(status: dict[str, Any]) -> dict[str, Any]:
     for side in ("from", "to"):
         if side in status:
             summary[side] = {k: status[side].get(k) for k in ("model_id", "dim", "parser_id")}
+    if status.get("gate"):  # both scores, without the evaluation set's path
+        summary["gate"] = {k: v for k, v in status["gate"].items() if k != "eval_set"}
     return summary
 
 
@@ -275,8 +277,10 @@ def migration_action(action: str) -> Callable[[Request], Awaitable[Response]]:
                 "this server has no generations: 'ragflow serve' with a state directory migrates",
                 "conflict",
             )
+        body = await json_body(request)  # start: {"force": true} swaps even if the evaluation gate holds
+        options = {"force": body["force"] is True} if action == "start" and "force" in body else {}
         try:
-            return _json(await run_in_threadpool(method))
+            return _json(await run_in_threadpool(method, **options))
         except MigrationAction as exc:
             raise ApiError(409, str(exc), "conflict") from None
 

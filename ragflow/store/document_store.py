@@ -161,8 +161,8 @@ class DocumentStore(AsyncStoreMethods):
         """Held while an epoch is applied to the index: a migration's swap holds it to compare this store
         with the next generation while this one cannot move (ragflow.store.migrating)."""
         self.before_embed: Callable[[], None] | None = None
-        """Called before each indexing batch is embedded: a migration's new generation waits there while
-        live changes and queries need the processor."""
+        """Called before each slice of an indexing batch is embedded (``_embed_yielding``): a migration's
+        new generation waits there while live changes and queries need the processor."""
         self.pipeline.embedded.sink(
             IndexSink(cast(VectorIndex, _GuardedIndexes(self.indexes, self.apply_lock)))
         )
@@ -379,15 +379,27 @@ class DocumentStore(AsyncStoreMethods):
     # -- engine callbacks (engine thread) -------------------------------------------------------
 
     def _embed(self, texts: list[str]) -> Any:
-        if self.before_embed is not None:
-            self.before_embed()
         started = time.time()
-        vectors = self.embedder.embed(texts)
+        if self.before_embed is None:
+            vectors = self.embedder.embed(texts)
+        else:
+            vectors = self._embed_yielding(texts, self.before_embed)
         self._table.count_embedded(len(texts))
         # the epoch's embedding window, for the stage times of /v1/inputs
         self._embedding.setdefault("embedding_started", started)
         self._embedding["embedded"] = time.time()
         return vectors
+
+    def _embed_yielding(self, texts: list[str], before: Callable[[], None]) -> Any:
+        """``texts`` embedded in slices of at most one forward pass, ``before()`` called before each: a
+        migration's generation gives way to live work between slices, so a live edit waits for one
+        slice at most, not for a whole batch of the migration (the model takes one call at a time)."""
+        size = max(1, min(_YIELD_SLICE, int(getattr(self.embedder, "batch_size", _YIELD_SLICE))))
+        parts = []
+        for start in range(0, len(texts), size):
+            before()
+            parts.append(np.asarray(self.embedder.embed(texts[start : start + size]), dtype=np.float32))
+        return np.concatenate(parts) if parts else self.embedder.embed(texts)
 
     def _on_epoch(self, report: EpochReport) -> None:
         now = time.time()
@@ -411,6 +423,10 @@ class DocumentStore(AsyncStoreMethods):
                 listener(report)
             except Exception:
                 log.exception("on_update callback failed")
+
+
+_YIELD_SLICE = 16
+"""The most texts a migration's generation embeds between two chances for live work to go first."""
 
 
 class _GuardedIndexes:

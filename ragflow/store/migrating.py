@@ -10,7 +10,10 @@ Guarantees, and where they come from:
   replaced under ``_lock``) and that store's index and query embedder answer it.
 * The swap never goes back in time: it happens while the active store cannot apply an epoch (its
   ``apply_lock``), only when the new store is idle and its sources hold exactly the documents (ids and
-  content digests) that the active store's sources hold.
+  content digests) that the active store's sources hold. "Idle" includes its sources: a change a source
+  thread recorded but has not yet handed to the engine counts as pending (``DocumentFeed.pending``).
+* With an evaluation gate (``ragflow.store.migration_gate``), the swap also waits until the new
+  generation scores at least as well on a labelled question set, unless forced.
 * A crash at any point leaves exactly one generation active: ``generation.json`` names it and is replaced
   atomically (``generations.write_pointer``). A migration interrupted by a crash resumes from the new
   generation's own checkpoints, its vectors from the embedding cache.
@@ -46,6 +49,7 @@ from .generations import (
     write_pointer,
     write_recipe,
 )
+from .migration_gate import GateKeeper, MigrationGate
 
 __all__ = ["MigratingStore", "StoreRecipe"]
 
@@ -94,9 +98,18 @@ class MigratingStore:
         recipe: What the configuration builds now.
         keep_previous: Seconds the replaced generation keeps running after a swap, for an instant
             rollback; then it is stopped and deleted (``0``: at once).
+        gate: An evaluation gate: the swap waits while the new generation scores lower on its
+            evaluation set (``ragflow.store.migration_gate``).
     """
 
-    def __init__(self, state_dir: str | Path, recipe: StoreRecipe, *, keep_previous: float = 600.0) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        recipe: StoreRecipe,
+        *,
+        keep_previous: float = 600.0,
+        gate: MigrationGate | None = None,
+    ) -> None:
         if keep_previous < 0:
             raise ConfigError(f"keep_previous must be 0 or more seconds, got {keep_previous}")
         self.state_dir = Path(state_dir)
@@ -114,6 +127,8 @@ class MigratingStore:
         self._previous_until: float | None = None
         self._new: DocumentStore | None = None
         self._status: dict[str, Any] = {"state": "none"}
+        self._gate = gate
+        self._gatekeeper = GateKeeper(gate)
         self._progress: list[tuple[float, int]] = []
         try:
             self.cache = DiskCache(self.state_dir / CACHE_FILE)
@@ -210,6 +225,7 @@ class MigratingStore:
         write_pointer(self.state_dir, pointer)
         self._new = self._build(self.recipe, name, seed)
         self._new.before_embed = self._yield_to_live_work
+        self._gatekeeper = GateKeeper(self._gate)
         total = self._active.statistics()["file_count"] or 0
         self._status = {
             "state": "building",
@@ -333,7 +349,7 @@ class MigratingStore:
                 log.exception("on_update callback failed")
 
     def _yield_to_live_work(self) -> None:
-        """Before each batch of the new generation: wait (at most ``_MAX_YIELD`` s) while queries run or
+        """Before each slice the new generation embeds: wait (at most ``_MAX_YIELD`` s) while queries run or
         the active generation has live changes to index."""
         deadline = time.monotonic() + _MAX_YIELD
         while time.monotonic() < deadline and not self._stopped.is_set():
@@ -359,10 +375,8 @@ class MigratingStore:
                 if new.engine.failure is not None:
                     raise new.engine.failure
                 self._note_progress(new)
-                if new.wait_until_fresh(0):
-                    self._status["state"] = "catching_up"
-                    if self._try_swap(new):
-                        break
+                if new.wait_until_fresh(0) and self._gate_allows(new) and self._try_swap(new):
+                    break
                 self._stopped.wait(0.05)
             self._expire_previous()
         except BaseException as exc:
@@ -387,6 +401,16 @@ class MigratingStore:
             eta_seconds=round(remaining / rate, 1) if rate else (0.0 if remaining == 0 else None),
         )
 
+    def _gate_allows(self, new: DocumentStore) -> bool:
+        """Whether the evaluation gate (if any) lets ``new`` replace the active generation now; while it
+        holds, the state is ``held`` and both scores are in the status."""
+        keeper = self._gatekeeper
+        allowed = keeper.allows(self._active, new, lambda: frozenset(_documents_view(new).items()))
+        with self._lock:
+            if self._new is new:
+                self._status["state"] = "catching_up" if allowed else "held"
+        return allowed
+
     def _try_swap(self, new: DocumentStore) -> bool:
         """Swap if ``new`` holds what the active generation holds; ``False`` to try again shortly."""
         old = self._active
@@ -395,6 +419,8 @@ class MigratingStore:
         warm = new.query_embedder.embed(["warm up"])  # the first query after the swap must not load a model
         del warm
         with old.apply_lock:  # the active generation cannot apply an epoch until the swap is done
+            # the view first, idleness after: a change the view holds is then in the engine or applied
+            # (a feed counts a change recorded but not yet pushed as pending, DocumentFeed.pending)
             view = _documents_view(new)
             if view != _documents_view(old) or not new.engine.wait_idle(0):
                 return False
@@ -409,7 +435,12 @@ class MigratingStore:
                     None,
                 )
                 pointer.swapped_at = time.time()
-                pointer.note("swapped", **{"from": self._status["from"], "to": self._status["to"]})
+                gate = self._gatekeeper.describe()
+                pointer.note(
+                    "swapped",
+                    **{"from": self._status["from"], "to": self._status["to"]},
+                    **({"gate": gate} if gate is not None else {}),
+                )
                 write_pointer(self.state_dir, pointer)  # the swap, on disk: one atomic rename
                 self._active, self._new, self._previous = new, None, old
                 new.before_embed = None
@@ -460,13 +491,17 @@ class MigratingStore:
     # -- control --------------------------------------------------------------------------------------
 
     def migration_status(self) -> dict[str, Any]:
-        """Where a migration stands: ``state`` (``none``, ``building``, ``catching_up``, ``swapped``,
-        ``aborted``, ``rolled_back``, ``declined``, ``failed``), the ``active`` generation, the one being
-        built, ``from``/``to`` identities, ``documents_done``/``documents_total``, ``chunks_done``,
-        ``rate_documents_per_second``, ``eta_seconds``, and after a swap the ``previous`` generation kept
-        until ``rollback_until``."""
+        """Where a migration stands: ``state`` (``none``, ``building``, ``catching_up``, ``held`` (by the
+        evaluation gate), ``swapped``, ``aborted``, ``rolled_back``, ``declined``, ``failed``), the
+        ``active`` generation, the one being built, ``from``/``to`` identities,
+        ``documents_done``/``documents_total``, ``chunks_done``, ``rate_documents_per_second``,
+        ``eta_seconds``, with a gate its ``gate`` (both generations' scores), and after a swap the
+        ``previous`` generation kept until ``rollback_until``."""
         with self._lock:
             status = dict(self._status)
+            gate = self._gatekeeper.describe()
+            if gate is not None and status["state"] != "none":
+                status["gate"] = gate
             status["active"] = self._pointer.active
             status["building"] = self._pointer.building
             status["previous"] = self._pointer.previous if self._previous is not None else None
@@ -517,11 +552,24 @@ class MigratingStore:
         log.info("rolled back: the generation %s serves again; %s was deleted", pointer.active, name)
         return self.migration_status()
 
-    def start_migration(self) -> dict[str, Any]:
-        """Start migrating to the configured settings again after an abort or a rollback."""
+    def start_migration(self, force: bool = False) -> dict[str, Any]:
+        """Start migrating to the configured settings again after an abort or a rollback. With ``force``,
+        the evaluation gate does not hold the swap: a running migration that it holds swaps now (once
+        caught up), and one started now swaps without being evaluated."""
         with self._lock:
             if self._new is not None:
-                raise MigrationAction("a migration is already running (ragflow migrate status)")
+                if force:
+                    self._gatekeeper.forced = True
+                    self._pointer.note("forced", generation=self._pointer.building)
+                    write_pointer(self.state_dir, self._pointer)
+                    log.warning("the evaluation gate is overridden: the migration swaps once caught up")
+                    return self.migration_status()
+                held = (
+                    " and held by the evaluation gate (--force swaps anyway)"
+                    if self._gatekeeper.holding
+                    else ""
+                )
+                raise MigrationAction(f"a migration is already running{held} (ragflow migrate status)")
             target = self.recipe.identity().meta()
             found = read_state(self.state_dir / self._pointer.active)
             if found is None or _same(found[0], target):
@@ -531,6 +579,7 @@ class MigratingStore:
             if self._thread is not None and self._thread.is_alive():
                 self._thread.join(5)
             self._prepare_migration(found[0], target)
+            self._gatekeeper.forced = force
             self._pointer.note("started", to=dict(target))
             write_pointer(self.state_dir, self._pointer)
             if self._started_at is not None:

@@ -6,6 +6,7 @@ registered as embedder kind ``hashing`` (the real local model: tests/store/test_
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import threading
 import time
@@ -331,3 +332,83 @@ def test_with_the_real_local_model_a_chunk_size_change_is_invisible_to_queries(t
         )
 
     migrate_under_churn(tmp_path, local(64), local(16), by_chunk_size)
+
+
+def test_the_swap_waits_for_a_change_its_source_recorded_but_has_not_handed_to_the_engine(
+    tmp_path: Path,
+) -> None:
+    """A source thread paused between recording a change (its feed's ``current``) and pushing it: the
+    new generation's sources then hold what the serving one holds while its engine is idle without
+    the change. The swap must wait for the push (``DocumentFeed.pending``), or queries would go back in
+    time to the edited document's old text."""
+    folder, state = tmp_path / "docs", tmp_path / "state"
+    write_folder(folder, 10)
+    old, new = config_for(folder, state, dim=64), config_for(folder, state, dim=32)
+    first_build(old)
+    store = generations(new)
+    building = store.generations()[1]
+    embed_gate, push_gate, pushing = threading.Event(), threading.Event(), threading.Event()
+    yield_to_live_work = building.before_embed
+    assert yield_to_live_work is not None
+
+    def held_embed() -> None:  # keeps the new generation from catching up until the edit is held
+        embed_gate.wait(30)
+        yield_to_live_work()
+
+    building.before_embed = held_embed
+    with store:
+        for feed in [*store.active.feeds, *building.feeds]:
+            assert feed.snapshot_done.wait(30)
+        (feed,) = building.feeds
+        follow = feed.before_push
+
+        def paused_push(position: Any) -> None:
+            pushing.set()
+            push_gate.wait(30)
+            if follow is not None:
+                follow(position)
+
+        feed.before_push = paused_push
+        (folder / "d3.md").write_text("doc3x walrus " + " ".join(WORDS))
+        wait_for(pushing.is_set, what="the new generation's source to record the edit")
+        wait_for(lambda: any("walrus" in h.text for h in store.retrieve("walrus", k=2)), what="the edit")
+        embed_gate.set()
+        deadline = time.monotonic() + 3  # without DocumentFeed.pending the swap happens well within this
+        while time.monotonic() < deadline:
+            assert store.migration_status()["state"] != "swapped", "swapped before the held change"
+            time.sleep(0.05)
+        push_gate.set()
+        wait_for(lambda: store.migration_status()["state"] == "swapped", what="the swap")
+        assert store.active.embedder.dim == 32
+        assert any("walrus" in h.text for h in store.retrieve("walrus", k=2))
+
+
+def test_status_of_a_state_directory_follows_the_generation_pointer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ragflow import cli
+
+    folder, state = tmp_path / "docs", tmp_path / "state"
+    write_folder(folder, 6)
+    old, new = config_for(folder, state, dim=64), config_for(folder, state, dim=32)
+    first_build(old)
+
+    def status() -> dict[str, Any]:
+        capsys.readouterr()
+        assert cli.main(["status", "--state-dir", str(state), "--json"]) == cli.EXIT_OK
+        described: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return described
+
+    store = generations(new)  # the pointer names the generation being built from here on
+    building = status()
+    assert (building["dim"], building["documents"]) == (64, 6)
+    assert building["generations"]["building"]["generation"] == "generations/g1"
+    assert cli.main(["status", "--state-dir", str(state)]) == cli.EXIT_OK
+    assert "migrating to     generations/g1" in capsys.readouterr().out
+    with store:
+        wait_for(lambda: store.migration_status()["state"] == "swapped", what="the swap")
+    swapped = status()
+    assert swapped["state_dir"] == str(state / "generations" / "g1")
+    assert (swapped["dim"], swapped["documents"], swapped["chunks"]) == (32, 6, building["chunks"])
+    assert swapped["cache"]["entries"] == 2 * building["chunks"], "the root's cache, both models' vectors"
+    assert swapped["generations"]["building"] is None
