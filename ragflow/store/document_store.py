@@ -161,6 +161,7 @@ class DocumentStore(AsyncStoreMethods):
         """Held while an epoch is applied to the index: a migration's swap holds it to compare this store
         with the next generation while this one cannot move (ragflow.store.migrating)."""
         self.before_embed: Callable[[], None] | None = None
+        self._seconds_per_text = 0.0  # measured by _embed_yielding; 0: the first slice is a full one
         """Called before each slice of an indexing batch is embedded (``_embed_yielding``): a migration's
         new generation waits there while live changes and queries need the processor."""
         self.pipeline.embedded.sink(
@@ -391,14 +392,23 @@ class DocumentStore(AsyncStoreMethods):
         return vectors
 
     def _embed_yielding(self, texts: list[str], before: Callable[[], None]) -> Any:
-        """``texts`` embedded in slices of at most one forward pass, ``before()`` called before each: a
-        migration's generation gives way to live work between slices, so a live edit waits for one
-        slice at most, not for a whole batch of the migration (the model takes one call at a time)."""
-        size = max(1, min(_YIELD_SLICE, int(getattr(self.embedder, "batch_size", _YIELD_SLICE))))
+        """``texts`` embedded in slices, ``before()`` called before each: a migration's generation gives
+        way to live work between slices. The model takes one call at a time, so a live edit (or a query)
+        waits for the slice in progress: each is sized to take about ``_YIELD_SECONDS`` at the rate the
+        previous ones ran (at most ``_YIELD_SLICE`` texts)."""
         parts = []
-        for start in range(0, len(texts), size):
+        start = 0
+        while start < len(texts):
             before()
+            per_text = self._seconds_per_text
+            size = (
+                _YIELD_SLICE if per_text <= 0 else max(1, min(_YIELD_SLICE, int(_YIELD_SECONDS / per_text)))
+            )
+            began = time.perf_counter()
             parts.append(np.asarray(self.embedder.embed(texts[start : start + size]), dtype=np.float32))
+            measured = (time.perf_counter() - began) / len(texts[start : start + size])
+            self._seconds_per_text = measured if per_text <= 0 else 0.5 * per_text + 0.5 * measured
+            start += size
         return np.concatenate(parts) if parts else self.embedder.embed(texts)
 
     def _on_epoch(self, report: EpochReport) -> None:
@@ -427,6 +437,8 @@ class DocumentStore(AsyncStoreMethods):
 
 _YIELD_SLICE = 16
 """The most texts a migration's generation embeds between two chances for live work to go first."""
+_YIELD_SECONDS = 0.2
+"""About how long one slice of a migration's generation takes (``_embed_yielding``)."""
 
 
 class _GuardedIndexes:

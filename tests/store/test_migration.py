@@ -412,3 +412,20 @@ def test_status_of_a_state_directory_follows_the_generation_pointer(
     assert (swapped["dim"], swapped["documents"], swapped["chunks"]) == (32, 6, building["chunks"])
     assert swapped["cache"]["entries"] == 2 * building["chunks"], "the root's cache, both models' vectors"
     assert swapped["generations"]["building"] is None
+
+
+def test_a_migrating_generation_embeds_in_small_slices_and_yields_before_each(tmp_path: Path) -> None:
+    """The model takes one call at a time: a live edit of the serving generation waits for the slice of
+    the migration in progress, so the new generation never hands it a whole batch."""
+    folder = tmp_path / "docs"
+    write_folder(folder, 30)
+    config = config_for(folder, tmp_path / "state", max_tokens=16)
+    store = config.build_store()
+    yields: list[int] = []
+    store.before_embed = lambda: yields.append(1)
+    store.run_static()
+    embedder = store.embedder
+    assert isinstance(embedder, HashingEmbedder)
+    sizes = [len(batch) for batch in embedder.calls]
+    assert sum(sizes) > 100  # chunk texts (a repeated text is embedded once)
+    assert max(sizes) <= 16 and len(yields) == len(sizes)
