@@ -6,6 +6,7 @@ behind) the chunks they produced."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -23,6 +24,17 @@ from ragflow.errors import IndexStoreError, StalePositionError
 from ragflow.shared_index import DocumentEntry, PositionAdvance
 
 from ._filters import SqlFilter, translate
+from ._lexical import (
+    EXACT_BELOW,
+    TOKENIZER,
+    CorpusStatistics,
+    QueryPlan,
+    lexemes,
+    query_terms,
+    score_parameters,
+    score_sql,
+    tsquery,
+)
 from ._schema import Tables
 
 __all__ = ["PgvectorIndex"]
@@ -33,6 +45,9 @@ _MAGIC = "ragflow-pgvector/1"
 _ID_RANGE = range(-(2**63), 2**63)
 _GROWTH = 4
 """How much a filtered search widens its candidates when too few of them pass the filter."""
+_STATISTICS_TTL_S = 30.0
+"""How long the lexical side's corpus statistics (from PostgreSQL's planner statistics) are reused."""
+_TOKENISE_BATCH = 2_000
 
 
 class PgvectorIndex:
@@ -40,6 +55,11 @@ class PgvectorIndex:
     search: translated to SQL over the metadata JSONB where possible, and, where not (or not exactly),
     checked on the candidates while the candidate count grows until ``k`` pass, ending in an exact scan,
     so fewer than ``k`` hits come back only when fewer than ``k`` chunks match.
+
+    It also serves the lexical side of hybrid search itself (``lexical_search``, ``hybrid_search``:
+    BM25 over PostgreSQL full-text search, see ``_lexical.py``): each chunk's words are written in its
+    row by the same statement as its vector, so an epoch's words and vectors become visible together,
+    and a hybrid search reads both sides in one snapshot.
 
     Args:
         dim: The vectors' dimension (the store passes its embedder's).
@@ -73,6 +93,7 @@ class PgvectorIndex:
         self.tables = Tables.named(table)
         self.ef_search = ef_search
         self._pool = _Pool(dsn, ef_search, max_idle_connections)
+        self._statistics_cache: tuple[float, CorpusStatistics | None] = (0.0, None)
         with self._pool.connection() as conn, _failing("create the tables of", table):
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             self._pool.register(conn)
@@ -81,6 +102,8 @@ class PgvectorIndex:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ragflow:{table}",))
                 for statement in self.tables.create(dim, hnsw_m, ef_construction):
                     conn.execute(statement)
+                if self._tokenizer(conn) != TOKENIZER:
+                    self._tokenise(conn)
             stored = conn.execute(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attname = 'embedding'",
@@ -135,11 +158,12 @@ class PgvectorIndex:
             if rows:
                 with conn.cursor() as cursor:
                     cursor.executemany(
-                        f"""INSERT INTO {chunks} (id, doc_id, text, metadata, extra, embedding)
-                        VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s)
+                        f"""INSERT INTO {chunks}
+                            (id, doc_id, text, metadata, extra, embedding, lexemes, words)
+                        VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s::tsvector, %s)
                         ON CONFLICT (id) DO UPDATE SET doc_id = EXCLUDED.doc_id,
                             text = EXCLUDED.text, metadata = EXCLUDED.metadata, extra = EXCLUDED.extra,
-                            embedding = EXCLUDED.embedding
+                            embedding = EXCLUDED.embedding, lexemes = EXCLUDED.lexemes, words = EXCLUDED.words
                         WHERE ({chunks}.doc_id, {chunks}.text, {chunks}.metadata, {chunks}.extra,
                             {chunks}.embedding) IS DISTINCT FROM (EXCLUDED.doc_id, EXCLUDED.text,
                             EXCLUDED.metadata, EXCLUDED.extra, EXCLUDED.embedding)""",
@@ -167,18 +191,38 @@ class PgvectorIndex:
         """The ``k`` chunks nearest ``vector`` that ``filter`` accepts, by ascending cosine distance."""
         if k <= 0:
             return []
-        query = self._unit(vector)
-        where = translate(filter) if filter is not None else SqlFilter("TRUE", (), True)
-        want = k if where.exact else max(_GROWTH * k, 40)
-        for _ in range(3):
-            rows = self._nearest(query, where, want)
-            hits = _accepted(rows, filter)
-            if len(hits) >= k:
-                return hits[:k]
-            if len(rows) < want:  # the graph ran out of candidates: only a scan can say more
-                break
-            want *= _GROWTH
-        return self._scan(query, where, filter, k)
+        query, where = self._unit(vector), _where(filter)
+        with self._pool.connection() as conn, _failing("search", self.table):
+            return self._nearest_hits(conn, query, where, filter, k)
+
+    def lexical_search(
+        self, query: str, k: int, filter: Callable[[Metadata], bool] | None = None
+    ) -> list[Hit]:
+        """The ``k`` best chunks for the words of ``query`` by BM25 that ``filter`` accepts (fewer only
+        when fewer match), best first; a hit's ``dist`` is ``1 / (1 + score)``, as the embedded lexical
+        index's. One snapshot of the table throughout."""
+        terms = query_terms(query)
+        if k <= 0 or not terms:
+            return []
+        where = _where(filter)
+        with self._pool.connection() as conn, _failing("search", self.table), _snapshot(conn):
+            return self._lexical_hits(conn, terms, where, filter, k)
+
+    def hybrid_search(
+        self,
+        vector: npt.NDArray[np.float32],
+        query: str,
+        k: int,
+        filter: Callable[[Metadata], bool] | None = None,
+    ) -> tuple[list[Hit], list[Hit]]:
+        """``search(vector, k, filter)`` and ``lexical_search(query, k, filter)`` as of one snapshot:
+        an epoch committed meanwhile is in both or in neither."""
+        if k <= 0:
+            return [], []
+        unit, where, terms = self._unit(vector), _where(filter), query_terms(query)
+        with self._pool.connection() as conn, _failing("search", self.table), _snapshot(conn):
+            by_vector = self._nearest_hits(conn, unit, where, filter, k)
+            return by_vector, self._lexical_hits(conn, terms, where, filter, k) if terms else []
 
     def count(self) -> int:
         """The number of stored chunks."""
@@ -233,9 +277,12 @@ class PgvectorIndex:
             conn.execute(f"DELETE FROM {docs}")
             with conn.cursor() as cursor:
                 cursor.executemany(
-                    f"INSERT INTO {chunks} (id, doc_id, text, metadata, extra, embedding) "
-                    "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s)",
-                    [(*row, vector) for row, vector in zip(header["chunks"], vectors, strict=True)],
+                    f"INSERT INTO {chunks} (id, doc_id, text, metadata, extra, embedding, lexemes, words) "
+                    "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s::tsvector, %s)",
+                    [
+                        (*row, vector, *lexemes(row[2] or ""))
+                        for row, vector in zip(header["chunks"], vectors, strict=True)
+                    ],
                 )
                 cursor.executemany(
                     f"INSERT INTO {docs} (doc_id, metadata, chunks, error, indexed_at) "
@@ -317,14 +364,16 @@ class PgvectorIndex:
             if not np.isfinite(vector).all():
                 raise IndexStoreError(f"chunk {record.id} has a vector with NaN or infinite values")
             doc_id = record.metadata.get("doc_id")
+            text = _text(record.text)
             rows.pop(record.id, None)
             rows[record.id] = (
                 record.id,
                 None if doc_id is None else str(doc_id),
-                _text(record.text),
+                text,
                 _json(record.metadata),
                 _json(record.extra),
                 vector,
+                *lexemes(text or ""),
             )
         return rows
 
@@ -351,20 +400,41 @@ class PgvectorIndex:
                     "another worker applied those messages"
                 )
 
-    def _nearest(self, query: npt.NDArray[np.float32], where: SqlFilter, limit: int) -> list[tuple[Any, ...]]:
+    def _nearest_hits(
+        self,
+        conn: Any,
+        query: npt.NDArray[np.float32],
+        where: SqlFilter,
+        filter: Callable[[Metadata], bool] | None,
+        k: int,
+    ) -> list[Hit]:
+        want = k if where.exact else max(_GROWTH * k, 40)
+        for _ in range(3):
+            rows = self._nearest(conn, query, where, want)
+            hits = _accepted(rows, filter)
+            if len(hits) >= k:
+                return hits[:k]
+            if len(rows) < want:  # the graph ran out of candidates: only a scan can say more
+                break
+            want *= _GROWTH
+        return self._scan(conn, query, where, filter, k)
+
+    def _nearest(
+        self, conn: Any, query: npt.NDArray[np.float32], where: SqlFilter, limit: int
+    ) -> list[tuple[Any, ...]]:
         """Up to ``limit`` rows passing ``where``, nearest first, through the HNSW index (its iterative
         scan goes on past ``ef_search`` candidates until ``limit`` rows pass or it runs out)."""
-        with self._pool.connection() as conn, _failing("search", self.table):
-            return list(
-                conn.execute(
-                    f"SELECT id, text, metadata, extra, embedding <=> %s AS dist FROM {self.tables.chunks} "
-                    f"WHERE {where.sql} ORDER BY embedding <=> %s LIMIT %s",
-                    (query, *where.params, query, limit),
-                ).fetchall()
-            )
+        return list(
+            conn.execute(
+                f"SELECT id, text, metadata, extra, embedding <=> %s AS dist FROM {self.tables.chunks} "
+                f"WHERE {where.sql} ORDER BY embedding <=> %s LIMIT %s",
+                (query, *where.params, query, limit),
+            ).fetchall()
+        )
 
     def _scan(
         self,
+        conn: Any,
         query: npt.NDArray[np.float32],
         where: SqlFilter,
         filter: Callable[[Metadata], bool] | None,
@@ -373,12 +443,7 @@ class PgvectorIndex:
         """The exact top ``k``: every row passing ``where``, by distance (``+ 0`` keeps the planner off
         the approximate index), read in batches until ``k`` pass ``filter``."""
         hits: list[Hit] = []
-        with (
-            self._pool.connection() as conn,
-            _failing("search", self.table),
-            conn.transaction(),
-            conn.cursor(name="ragflow_scan") as cursor,
-        ):
+        with conn.transaction(), conn.cursor(name="ragflow_scan") as cursor:
             cursor.execute(
                 f"SELECT id, text, metadata, extra, embedding <=> %s AS dist FROM {self.tables.chunks} "
                 f"WHERE {where.sql} ORDER BY (embedding <=> %s) + 0, id",
@@ -390,6 +455,169 @@ class PgvectorIndex:
                     break
                 hits += _accepted(rows, filter)
         return hits[:k]
+
+    # -- the lexical side (see _lexical.py) ----------------------------------------------------------
+
+    def _lexical_hits(
+        self,
+        conn: Any,
+        terms: Sequence[str],
+        where: SqlFilter,
+        filter: Callable[[Metadata], bool] | None,
+        k: int,
+    ) -> list[Hit]:
+        """The BM25 top ``k`` of ``terms``: the chunks holding the rarer words scored first, then those
+        that can still beat the ``k``-th score (MaxScore, see ``_lexical.py``), within ``conn``'s snapshot."""
+        statistics = self._corpus(conn)
+        df = statistics.known_df(terms)
+        counted = [t for t in terms if t not in df]
+        if counted:
+            df.update(self._document_frequencies(conn, counted))
+        plan = QueryPlan.make(terms, df, statistics)
+        if not plan.terms:
+            return []
+        scored = self._scored(conn, plan, statistics, tsquery(plan.first), where, filter, k)
+        theta = scored[-1][0] if len(scored) >= k else 0.0
+        second = plan.second_pass(theta)
+        if second is not None:
+            scored += self._scored(conn, plan, statistics, second, where, filter, k)
+            scored.sort(key=lambda pair: (-pair[0], pair[1].id))
+        return [hit for _, hit in scored[:k]]
+
+    def _scored(
+        self,
+        conn: Any,
+        plan: QueryPlan,
+        statistics: CorpusStatistics,
+        match: str,
+        where: SqlFilter,
+        filter: Callable[[Metadata], bool] | None,
+        k: int,
+    ) -> list[tuple[float, Hit]]:
+        """The ``k`` best chunks matching ``match`` that ``filter`` accepts, with their BM25 scores; the
+        limit grows while an inexact ``where`` lets through chunks the filter then rejects."""
+        sql = score_sql(len(plan.terms), self.tables.chunks, where.sql)
+        want = k if where.exact else max(_GROWTH * k, 40)
+        while True:
+            params = score_parameters(plan, statistics.average_words, match, where.params, want)
+            rows = conn.execute(sql, params).fetchall()
+            hits = [
+                (float(score), Hit(int(id_), text, {**metadata, **extra}, 1.0 / (1.0 + float(score))))
+                for id_, text, metadata, extra, score in rows
+                if filter is None or filter(metadata)
+            ]
+            if len(hits) >= k or len(rows) < want:
+                return hits[:k]
+            want *= _GROWTH
+
+    def _document_frequencies(self, conn: Any, terms: Sequence[str]) -> dict[str, int]:
+        """How many chunks hold each of ``terms``, counted through the GIN index."""
+        counts = ", ".join("count(*) FILTER (WHERE lexemes @@ %s::tsquery)" for _ in terms)
+        row = conn.execute(
+            f"SELECT {counts} FROM {self.tables.chunks} WHERE lexemes @@ %s::tsquery",
+            [*(tsquery([t]) for t in terms), tsquery(terms)],
+        ).fetchone()
+        return dict(zip(terms, (int(n) for n in row), strict=True))
+
+    def _corpus(self, conn: Any) -> CorpusStatistics:
+        """N, the average length and the common words' ``df``: from PostgreSQL's planner statistics
+        (reused for ``_STATISTICS_TTL_S``) for a large analysed table, else counted in ``conn``'s snapshot."""
+        expires, cached = self._statistics_cache
+        if cached is None or time.monotonic() >= expires:
+            cached = self._planner_statistics(conn)
+            self._statistics_cache = (time.monotonic() + _STATISTICS_TTL_S, cached)
+        if cached.exact:
+            row = conn.execute(f"SELECT count(*), avg(words) FROM {self.tables.chunks}").fetchone()
+            return CorpusStatistics(float(row[0]), float(row[1] or 0.0), {}, True)
+        return cached
+
+    def _planner_statistics(self, conn: Any) -> CorpusStatistics:
+        """What ``ANALYZE`` last found: the table's row count, the ``words`` column's mean (from its
+        most common values and histogram) and the ``lexemes`` column's most common words with their
+        frequencies; ``exact`` when the table is small or not analysed yet."""
+        row = conn.execute(
+            """SELECT c.reltuples, l.most_common_elems::text::text[], l.most_common_elem_freqs,
+                   w.most_common_vals::text::float8[], w.most_common_freqs,
+                   w.histogram_bounds::text::float8[], w.null_frac
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_stats l ON l.schemaname = n.nspname AND l.tablename = c.relname
+                AND l.attname = 'lexemes'
+            LEFT JOIN pg_stats w ON w.schemaname = n.nspname AND w.tablename = c.relname
+                AND w.attname = 'words'
+            WHERE c.oid = %s::regclass""",
+            (self.tables.chunks,),
+        ).fetchone()
+        exact = CorpusStatistics(0.0, 0.0, {}, True)
+        if row is None:
+            return exact
+        chunks, elements, frequencies, values, value_frequencies, bounds, null_share = row
+        average = _mean(values or [], value_frequencies or [], bounds or [], null_share or 0.0)
+        if chunks < EXACT_BELOW or not elements or not frequencies or average is None:
+            return exact
+        # the frequencies end with their minimum, maximum and the share of empty vectors
+        common = {word: f * chunks for word, f in zip(elements, frequencies[: len(elements)], strict=True)}
+        return CorpusStatistics(float(chunks), average, common, False)
+
+    def _tokenizer(self, conn: Any) -> str | None:
+        """The tokenizer the ``lexemes`` column was written with (its comment), ``None`` if none."""
+        row = conn.execute(
+            "SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attname = 'lexemes' AND NOT a.attisdropped",
+            (self.tables.chunks,),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def _tokenise(self, conn: Any) -> None:
+        """Give every stored chunk its words (a table of an earlier version, or written by another
+        tokenizer), index them and record the tokenizer: within the caller's transaction, so a crash
+        leaves the table as it was."""
+        chunks = self.tables.chunks
+        for statement in self.tables.add_words():
+            conn.execute(statement)
+        total = 0
+        with conn.cursor(name="ragflow_tokenise") as cursor, conn.cursor() as writer:
+            cursor.execute(f"SELECT id, text FROM {chunks}")
+            while rows := cursor.fetchmany(_TOKENISE_BATCH):
+                writer.executemany(
+                    f"UPDATE {chunks} SET lexemes = %s::tsvector, words = %s WHERE id = %s",
+                    [(*lexemes(text), id_) for id_, text in rows],
+                )
+                total += len(rows)
+        conn.execute(self.tables.index_words())
+        conn.execute(f"COMMENT ON COLUMN {chunks}.lexemes IS '{TOKENIZER}'")
+        if total:
+            log.info("pgvector: wrote the words of %d chunks of table %r (lexical search)", total, self.table)
+
+
+def _where(filter: Callable[[Metadata], bool] | None) -> SqlFilter:
+    return translate(filter) if filter is not None else SqlFilter("TRUE", (), True)
+
+
+def _mean(
+    values: Sequence[float], shares: Sequence[float], bounds: Sequence[float], nulls: float
+) -> float | None:
+    """A column's mean from its statistics: its most common values with their shares, and an
+    equal-count histogram of the rest (each bucket taken at its middle); ``None`` without either."""
+    common = sum(shares)
+    if len(bounds) < 2:
+        return sum(v * s for v, s in zip(values, shares, strict=True)) / common if common > 0 else None
+    middles = [(a + b) / 2 for a, b in itertools.pairwise(bounds)]
+    rest = max(1.0 - nulls - common, 0.0)
+    total = sum(v * s for v, s in zip(values, shares, strict=True)) + rest * sum(middles) / len(middles)
+    return total / (common + rest) if common + rest > 0 else None
+
+
+@contextlib.contextmanager
+def _snapshot(conn: Any) -> Iterator[None]:
+    """One read-only snapshot for the statements of the block (one round trip to begin, one to end)."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _accepted(rows: Iterable[tuple[Any, ...]], filter: Callable[[Metadata], bool] | None) -> list[Hit]:
@@ -440,6 +668,9 @@ def _failing(action: str, table: str) -> Iterator[None]:
         raise IndexStoreError(f"pgvector: cannot {action} table {table!r}: {exc}".strip()) from exc
 
 
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (psycopg is imported lazily)
+
+
 class _Pool:
     """Connections in autocommit mode (a transaction is explicit), one per concurrent call, the idle
     ones kept for the next calls; a broken one is dropped."""
@@ -470,7 +701,8 @@ class _Pool:
             yield conn
         finally:
             with self._lock:
-                if conn.closed or conn.broken or len(self._idle) >= self.max_idle:
+                idle = not conn.closed and conn.info.transaction_status == _IDLE
+                if not idle or conn.broken or len(self._idle) >= self.max_idle:
                     conn.close()
                 else:
                     self._idle.append(conn)

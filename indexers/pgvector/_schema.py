@@ -1,6 +1,7 @@
 """The tables of one pgvector index, created on first use: the chunks (with an HNSW index on cosine
-distance), the documents they came from (what replicas answer ``/v1/statistics`` and ``/v1/inputs``
-from) and the source positions each epoch was applied with (per consumer group, topic and partition)."""
+distance, and their words with a GIN index for the lexical side), the documents they came from (what
+replicas answer ``/v1/statistics`` and ``/v1/inputs`` from) and the source positions each epoch was
+applied with (per consumer group, topic and partition)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ class Tables:
                 text text NOT NULL,
                 metadata jsonb NOT NULL,
                 extra jsonb NOT NULL,
-                embedding vector({dim}) NOT NULL)""",
+                embedding vector({dim}) NOT NULL,
+                lexemes tsvector,
+                words integer)""",
             f'CREATE INDEX IF NOT EXISTS "{name}_doc_id" ON {self.chunks} (doc_id)',
             f'CREATE INDEX IF NOT EXISTS "{name}_hnsw" ON {self.chunks} USING hnsw (embedding '
             f"vector_cosine_ops) WITH (m = {int(hnsw_m)}, ef_construction = {int(ef_construction)})",
@@ -64,6 +67,23 @@ class Tables:
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (consumer_group, topic, partition))""",
         ]
+
+    def add_words(self) -> list[str]:
+        """The statements that add the lexical side's columns to a table of an earlier version (no-ops
+        on one that has them), before its rows' words are written (``PgvectorIndex``). ``lexemes`` is
+        kept in the row, uncompressed where it fits (``STORAGE MAIN``: the vector goes out of line
+        first), since a lexical search reads it for every candidate chunk; in the TOAST table each read
+        would be a second lookup (measured: twice the cost per row)."""
+        return [
+            f"ALTER TABLE {self.chunks} ADD COLUMN IF NOT EXISTS lexemes tsvector",
+            f"ALTER TABLE {self.chunks} ADD COLUMN IF NOT EXISTS words integer",
+            f"ALTER TABLE {self.chunks} ALTER COLUMN lexemes SET STORAGE MAIN",
+        ]
+
+    def index_words(self) -> str:
+        """The statement that creates the GIN index on the chunks' words where missing."""
+        name = self.chunks.strip('"')
+        return f'CREATE INDEX IF NOT EXISTS "{name}_lexemes" ON {self.chunks} USING gin (lexemes)'
 
     def drop(self) -> list[str]:
         """The statements that drop the tables."""

@@ -1,23 +1,85 @@
 """The vector index and the lexical index as one: each epoch's chunk changes reach both at once, and a
-hybrid search reads both at the same epoch (a reader never sees a chunk in one and not in the other)."""
+hybrid search reads both at the same epoch (a reader never sees a chunk in one and not in the other).
+A vector index that keeps the words itself (``LexicalVectorIndex``: pgvector's, in the same rows and
+transactions as its vectors) serves the lexical side instead of a ``LexicalIndex`` beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from ..documents import Hit, Metadata, VectorIndex, VectorRecord
-from .lexical import LexicalIndex
 
-__all__ = ["SearchIndexes"]
+__all__ = ["LexicalSide", "LexicalVectorIndex", "SearchIndexes"]
 
 T = TypeVar("T")
 
 _OPTIMISTIC_READS = 3  # then a reader waits for the writer instead of retrying
+
+
+@runtime_checkable
+class LexicalVectorIndex(Protocol):
+    """A vector index that also answers lexical searches, from words it writes in the same transaction
+    as the vectors (``ragflow.indexers.pgvector``): a store keeps no lexical index beside it, and a hybrid
+    search reads both rankings in one snapshot of it."""
+
+    def lexical_search(
+        self, query: str, k: int, filter: Callable[[Metadata], bool] | None = None
+    ) -> list[Hit]: ...
+
+    def hybrid_search(
+        self,
+        vector: npt.NDArray[np.float32],
+        query: str,
+        k: int,
+        filter: Callable[[Metadata], bool] | None = None,
+    ) -> tuple[list[Hit], list[Hit]]: ...
+
+
+class LexicalSide(Protocol):
+    """What ``SearchIndexes`` needs of a lexical index (``LexicalIndex`` is one)."""
+
+    def applying(
+        self, upserts: Iterable[VectorRecord], deletes: Iterable[int]
+    ) -> AbstractContextManager[None]: ...
+
+    def restore(self, records: Sequence[VectorRecord]) -> int: ...
+
+    def search(self, query: str, k: int, filter: Callable[[Metadata], bool] | None = None) -> list[Hit]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class _IndexedWords:
+    """The lexical side of a ``LexicalVectorIndex``: its own apply writes the words, nothing to do here."""
+
+    def __init__(self, index: LexicalVectorIndex, count: Callable[[], int]) -> None:
+        self.index, self._count = index, count
+
+    def applying(
+        self, upserts: Iterable[VectorRecord], deletes: Iterable[int]
+    ) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def restore(self, records: Sequence[VectorRecord]) -> int:
+        return 0
+
+    def search(self, query: str, k: int, filter: Callable[[Metadata], bool] | None = None) -> list[Hit]:
+        return self.index.lexical_search(query, k, filter)
+
+    def count(self) -> int:
+        return self._count()
+
+    def close(self) -> None:
+        pass
 
 
 class SearchIndexes:
@@ -29,8 +91,12 @@ class SearchIndexes:
     apply began or ended meanwhile, so searches never wait on each other and rarely on an apply.
     """
 
-    def __init__(self, vector: VectorIndex, lexical: LexicalIndex | None = None) -> None:
+    def __init__(self, vector: VectorIndex, lexical: LexicalSide | None = None) -> None:
         self.vector = vector
+        self._hybrid = None
+        if lexical is not None and isinstance(vector, LexicalVectorIndex):
+            lexical.close()  # the vector index keeps the words, in its own transactions
+            lexical, self._hybrid = _IndexedWords(vector, vector.count), vector.hybrid_search
         self.lexical = lexical
         self._writing = threading.Lock()
         self._sequence = 0  # odd while an apply is under way
@@ -71,6 +137,22 @@ class SearchIndexes:
                     return result
         with self._writing:
             return read()
+
+    def search_both(
+        self,
+        vector: npt.NDArray[np.float32],
+        query: str,
+        k: int,
+        filter: Callable[[Metadata], bool] | None = None,
+    ) -> tuple[list[Hit], list[Hit]]:
+        """The vector and the lexical search's ``k`` best hits, as of one epoch of both."""
+        if self._hybrid is not None:
+            return self._hybrid(vector, query, k, filter)
+        lexical = self.lexical
+        assert lexical is not None
+        return self.consistent(
+            lambda: (self.vector.search(vector, k, filter), lexical.search(query, k, filter))
+        )
 
     # -- the rest of VectorIndex: the vector index's ------------------------------------------------
 

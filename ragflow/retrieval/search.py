@@ -144,11 +144,6 @@ class Retriever:
         depth = max(pool, self.settings.fusion_depth)
         s = self.settings
 
-        def both() -> tuple[list[Hit], list[Hit]]:
-            return self.indexes.vector.search(vector, depth, predicate), lexical.search(
-                query, depth, predicate
-            )
-
-        by_vector, by_words = self.indexes.consistent(both)
+        by_vector, by_words = self.indexes.search_both(vector, query, depth, predicate)
         weights = (s.vector_weight, s.lexical_weight)
         return reciprocal_rank_fusion([by_vector, by_words], weights, s.rrf_k, limit=pool)
