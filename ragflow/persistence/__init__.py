@@ -29,7 +29,7 @@ from .records import (
     StateError,
     StateIdentity,
 )
-from .statefile import LOCK_FILE, StateFile, open_state, read_state
+from .statefile import LOCK_FILE, DirectoryLock, StateFile, open_state, read_state
 
 __all__ = [
     "CACHE_FILE",
@@ -39,6 +39,7 @@ __all__ = [
     "CheckpointBatch",
     "CheckpointInfo",
     "Checkpointer",
+    "DirectoryLock",
     "IncompatibleStateError",
     "OnIncompatible",
     "PositionScope",

@@ -31,7 +31,7 @@ from .records import (
 )
 from .rows import decode_document, decode_source, document_row, source_row
 
-__all__ = ["LOCK_FILE", "StateFile", "open_state", "read_state"]
+__all__ = ["LOCK_FILE", "DirectoryLock", "StateFile", "open_state", "read_state"]
 
 # one logger for the whole package, so that the name people filter on did not change with the split
 log = logging.getLogger("ragflow.persistence")
@@ -52,20 +52,22 @@ _SCHEMA = (
 )
 
 
-class _DirLock:
-    """An exclusive ``flock`` on ``<state_dir>/state.lock``: one store writes a state directory at a time.
-    The kernel drops it when the process dies, so a crash never leaves the directory locked."""
+class DirectoryLock:
+    """An exclusive ``flock`` on ``<state_dir>/<name>`` (``state.lock``: one store writes a state directory
+    at a time; ``generations.lock``: one server owns its generations). The kernel drops it when the
+    process dies, so a crash never leaves the directory locked. ``holder`` names what holds it, for the
+    message that refuses a second one."""
 
-    def __init__(self, directory: Path) -> None:
-        path = directory / LOCK_FILE
+    def __init__(self, directory: Path, name: str = LOCK_FILE, holder: str = "DocumentStore") -> None:
+        path = directory / name
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            pid = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
             raise StateError(
-                f"the state directory {directory} is in use by another DocumentStore (process {holder}); "
+                f"the state directory {directory} is in use by another {holder} (process {pid}); "
                 "stop that one first (DocumentStore.stop), or give this one another state_dir (--state-dir)"
             ) from None
         os.ftruncate(self._fd, 0)
@@ -81,7 +83,9 @@ class StateFile:
     """An open ``state.sqlite``: verified and loaded by ``open_state``, then written one checkpoint (one
     transaction) at a time by ``write``. Thread-safe."""
 
-    def __init__(self, directory: Path, db: sqlite3.Connection, lock: _DirLock, saved: SavedState) -> None:
+    def __init__(
+        self, directory: Path, db: sqlite3.Connection, lock: DirectoryLock, saved: SavedState
+    ) -> None:
         self.directory = directory
         self.path = directory / STATE_FILE
         self._db: sqlite3.Connection | None = db
@@ -194,7 +198,7 @@ def open_state(
         )
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    lock = _DirLock(directory)
+    lock = DirectoryLock(directory)
     path = directory / STATE_FILE
     try:
         try:

@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..persistence import STATE_FILE
 from ..retrieval import LEXICAL_FILE
@@ -25,6 +26,7 @@ __all__ = [
     "POINTER_FILE",
     "RECIPE_FILE",
     "Pointer",
+    "UploadFanout",
     "active_state_dir",
     "leftover_generations",
     "next_generation",
@@ -153,3 +155,39 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.fsync(fd)  # the rename itself survives a power loss
     finally:
         os.close(fd)
+
+
+class _HasGenerations(Protocol):
+    def generations(self) -> list[Any]: ...
+
+
+class UploadFanout:
+    """What ``POST /v1/documents`` puts uploads into when the store has generations: every running
+    generation's upload source (they keep the documents in the same directory), so that an upload is
+    indexed by the generation being built too."""
+
+    def __init__(self, store: _HasGenerations, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def _sources(self) -> list[Any]:
+        found = []
+        for generation in self.store.generations():
+            for feed in generation.feeds:
+                if feed.name == self.name:
+                    found.append(feed.source)
+        return found
+
+    def doc_id(self, name: str) -> str:
+        return str(self._sources()[0].doc_id(name))
+
+    def put(self, name: str, data: bytes, metadata: Mapping[str, Any] | None = None) -> Any:
+        changes = [source.put(name, data, metadata) for source in self._sources()]
+        return changes[0]
+
+    def delete(self, name: str) -> bool:
+        results = [source.delete(name) for source in self._sources()]
+        return bool(results[0])
+
+    def ids(self) -> list[str]:
+        return list(self._sources()[0].ids())

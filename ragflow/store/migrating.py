@@ -25,10 +25,8 @@ The mechanism is above the index contract: each generation is a ``DocumentStore`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,9 +36,10 @@ from typing import Any, Protocol
 
 from ..engine import DiskCache, EpochReport, UdfCache
 from ..errors import ConfigError
-from ..persistence import CACHE_FILE, FORMAT_VERSION, SavedState, StateError, StateIdentity, read_state
+from ..persistence import CACHE_FILE, FORMAT_VERSION, DirectoryLock, SavedState, StateIdentity, read_state
 from .document_store import DocumentStore
 from .generations import (
+    UploadFanout,
     leftover_generations,
     next_generation,
     read_pointer,
@@ -51,7 +50,7 @@ from .generations import (
 )
 from .migration_gate import GateKeeper, MigrationGate
 
-__all__ = ["MigratingStore", "StoreRecipe"]
+__all__ = ["MigratingStore", "StoreRecipe", "UploadFanout"]
 
 log = logging.getLogger("ragflow.store")
 
@@ -116,7 +115,7 @@ class MigratingStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.recipe = recipe
         self.keep_previous = keep_previous
-        self._dir_lock = _lock_directory(self.state_dir)
+        self._dir_lock = DirectoryLock(self.state_dir, _LOCK_FILE, holder="server")
         self._lock = threading.RLock()
         self._listeners: list[Callable[[EpochReport], None]] = []
         self._queries = 0
@@ -587,38 +586,6 @@ class MigratingStore:
         return self.migration_status()
 
 
-class UploadFanout:
-    """What ``POST /v1/documents`` puts uploads into when the store has generations: every running
-    generation's upload source (they keep the documents in the same directory), so that an upload is
-    indexed by the generation being built too."""
-
-    def __init__(self, store: MigratingStore, name: str) -> None:
-        self.store = store
-        self.name = name
-
-    def _sources(self) -> list[Any]:
-        found = []
-        for generation in self.store.generations():
-            for feed in generation.feeds:
-                if feed.name == self.name:
-                    found.append(feed.source)
-        return found
-
-    def doc_id(self, name: str) -> str:
-        return str(self._sources()[0].doc_id(name))
-
-    def put(self, name: str, data: bytes, metadata: Mapping[str, Any] | None = None) -> Any:
-        changes = [source.put(name, data, metadata) for source in self._sources()]
-        return changes[0]
-
-    def delete(self, name: str) -> bool:
-        results = [source.delete(name) for source in self._sources()]
-        return bool(results[0])
-
-    def ids(self) -> list[str]:
-        return list(self._sources()[0].ids())
-
-
 def _documents_view(store: DocumentStore) -> dict[tuple[str, str], tuple[str, str | None]]:
     """What a store's sources hold: ``(source, doc_id) -> (content digest, error)``."""
     view: dict[tuple[str, str], tuple[str, str | None]] = {}
@@ -642,28 +609,3 @@ def _stop_quietly(store: DocumentStore, timeout: float) -> None:
         store.stop(timeout)
     except Exception:
         log.debug("a generation stopped with an error", exc_info=True)
-
-
-class _DirLock:
-    """An exclusive ``flock`` on ``<state_dir>/generations.lock`` (the kernel drops it if we die)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-
-def _lock_directory(directory: Path) -> _DirLock:
-    fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StateError(
-            f"the state directory {directory} is in use by another server; stop that one first, or give "
-            "this one another state directory (--state-dir)"
-        ) from None
-    return _DirLock(fd)
