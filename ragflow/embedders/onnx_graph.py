@@ -97,6 +97,10 @@ class OnnxModel:
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's pool threads spin between passes by default: with an indexing session and a
+        # query replica's session in one process (and other processes on 2 cores) they take turns
+        # burning the cores each other needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._inputs = [item.name for item in self._session.get_inputs()]
