@@ -59,6 +59,10 @@ class LoadOptions:
     api_key: str | None = None
     label: str = ""
     seed: int = 0
+    rate: float = 0.0
+    """Requests per second of all clients together, each client starting one every ``clients / rate``
+    seconds (an open load: what a given traffic costs indexing); 0: each sends its next request as soon as
+    the last is answered (a closed load: as much as the server answers)."""
     server_log: Path | None = None
     start_timeout: float = 300.0
 
@@ -89,6 +93,18 @@ class LoadResult:
     burst_done: int = 0
     """Files of the burst indexed when the run ended (or when all were)."""
     cpu: float = 0.0
+    """The server's CPU seconds (its process tree, user + system) from its start to the run's end."""
+    cpu_measured: float | None = None
+    """The server's CPU seconds during the measured seconds alone (what the requests, the edits and the
+    indexing cost it: on a shared machine, a fairer cost than wall-clock latency)."""
+    bench_cpu: float | None = None
+    """The benchmark's own CPU seconds (clients, probes) during the measured seconds."""
+    load: tuple[float, float] | None = None
+    batching: dict[str, float] = field(default_factory=dict)
+    """During the measured seconds, from the server's ``/metrics`` (where it has them): ``passes`` (forward
+    passes that embedded queries), ``queries`` (queries embedded) and ``yields`` (indexing batches that
+    waited for queries)."""
+    """The 1-minute load average when measuring began and ended (this run's own processes included)."""
 
     @property
     def ok(self) -> int:
@@ -129,7 +145,32 @@ class LoadResult:
             "burst_done": self.burst_done,
             "burst_rss_peak_mib": None if self.burst_rss_peak is None else round(self.burst_rss_peak / 2**20),
             "server_cpu_s": round(self.cpu, 1),
+            "server_cpu_measured_s": None if self.cpu_measured is None else round(self.cpu_measured, 2),
+            "server_cpu_ms_per_ok": (
+                round(self.cpu_measured / self.ok * 1000, 2)
+                if self.cpu_measured is not None and self.ok
+                else None
+            ),
+            "bench_cpu_measured_s": None if self.bench_cpu is None else round(self.bench_cpu, 2),
+            "load_average": None if self.load is None else [round(x, 1) for x in self.load],
+            "query_passes": self.batching.get("passes"),
+            "queries_per_pass": (
+                round(self.batching["queries"] / self.batching["passes"], 1)
+                if self.batching.get("passes")
+                else None
+            ),
+            "indexing_yields": self.batching.get("yields"),
         }
+
+    def timeline(self, every: float = 60.0) -> list[dict[str, float]]:
+        """The server's memory (MiB) and open files about every ``every`` seconds of the run, from the
+        1-second samples (what a soak's verdict is drawn from, to see whether and when memory settles)."""
+        rows: list[dict[str, float]] = []
+        files = dict(self.fds)
+        for at, rss in self.rss:
+            if at >= 0 and (not rows or at - rows[-1]["at_s"] >= every):
+                rows.append({"at_s": round(at, 1), "rss_mib": round(rss / 2**20, 1), "fds": files.get(at, 0)})
+        return rows
 
     def soak_verdict(self) -> tuple[bool, str]:
         """Whether memory after warm-up (the first fifth of the run) grew at most 10% and open files did
@@ -213,7 +254,13 @@ class _Run:
         ops, weights = zip(*self.options.mix, strict=True)
         client = _Client(self.server.port, self.options.api_key)
         uploads = 0
+        interval = self.options.clients / self.options.rate if self.options.rate > 0 else 0.0
+        next_at = time.perf_counter() + rng.uniform(0, interval)
         while not self.stop.is_set():
+            if interval:
+                if self.stop.wait(max(0.0, next_at - time.perf_counter())):
+                    break
+                next_at = max(next_at + interval, time.perf_counter() - interval)
             op = rng.choices(ops, weights)[0]
             if op == "retrieve":
                 call = ("POST", "/v1/retrieve", {"query": _query(rng), "k": self.options.k})
@@ -319,11 +366,18 @@ def _drive(options: LoadOptions, server: ServerProcess, folder: Path) -> LoadRes
     workers += [lambda n=n: run.client(n) for n in range(options.clients)]  # type: ignore[misc]
     with _threads(workers, run.stop):
         time.sleep(options.warmup)
+        server_cpu, bench_cpu, load = server.cpu_now(), time.process_time(), os.getloadavg()[0]
+        batching = _batching(server.port, options.api_key)
         run.measuring_from = time.perf_counter()
         say(f"measuring {options.seconds:g} s with {options.clients} clients")
         time.sleep(options.seconds)
         run.measuring_to = time.perf_counter()
-    result = run.result
+        result = run.result
+        result.cpu_measured = server.cpu_now() - server_cpu
+        result.bench_cpu = time.process_time() - bench_cpu
+        result.load = (load, os.getloadavg()[0])
+        after = _batching(server.port, options.api_key)
+        result.batching = {name: after[name] - batching[name] for name in after if name in batching}
     if server.samples:
         result.cpu = server.samples[-1].cpu
     if run.last_edit is not None:
@@ -378,6 +432,28 @@ def _converged(port: int, api_key: str | None, marker: str, timeout: float = 60.
     return None
 
 
+_BATCHING_METRICS = {
+    "ragflow_query_embed_passes": "passes",
+    "ragflow_queries_embedded": "queries",
+    "ragflow_indexing_yields": "yields",
+}
+
+
+def _batching(port: int, api_key: str | None) -> dict[str, float]:
+    """The server's query-batching counters from ``/metrics`` (empty where it has none, or refuses)."""
+    try:
+        status, _, body = _Client(port, api_key).request("GET", "/metrics")
+    except (OSError, http.client.HTTPException):
+        return {}
+    found: dict[str, float] = {}
+    if status == 200:
+        for line in body.decode(errors="replace").splitlines():
+            name, _, value = line.partition(" ")
+            if name in _BATCHING_METRICS:
+                found[_BATCHING_METRICS[name]] = float(value)
+    return found
+
+
 def _file_count(client: _Client) -> int:
     status, _, body = client.request("GET", "/v1/statistics")
     return int(json.loads(body)["file_count"]) if status == 200 else 0
@@ -407,9 +483,10 @@ def say(message: str) -> None:
 def load_table(results: list[LoadResult]) -> str:
     """A Markdown table of ``results``, one row per run."""
     lines = [
-        "| run | clients | ok/s | retrieve p50/p95/p99 ms | other ops p50/p99 ms | errors | shed (503) "
-        "| 503 p99 ms | /healthz p99/max ms | RSS start/peak/end MiB | open files | converged s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | clients | ok/s | server CPU ms/ok | queries/pass | retrieve p50/p95/p99 ms "
+        "| other ops p50/p99 ms | errors | shed (503) | 503 p99 ms | /healthz p99/max ms "
+        "| RSS start/peak/end MiB | open files | converged s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         s = result.summary()
@@ -418,13 +495,16 @@ def load_table(results: list[LoadResult]) -> str:
         others = ", ".join(
             f"{op} {v['p50']}/{v['p99']} ({v['count']})" for op, v in s["ops"].items() if op != "retrieve"
         )
+        load = s["load_average"]
         lines.append(
-            f"| {s['label']} | {s['clients']} | {s['ok_per_s']} "
+            f"| {s['label']} | {s['clients']} | {s['ok_per_s']} | {s['server_cpu_ms_per_ok'] or '-'} "
+            f"| {s['queries_per_pass'] or '-'} "
             f"| {percentiles} "
             f"| {others or '-'} | {sum(s['errors'].values())} {s['errors'] or ''} | {s['shed']} "
             f"| {s['shed_p99_ms'] or '-'} | {s['healthz_p99_ms']}/{s['healthz_max_ms']} "
             f"| {s['rss_start_mib']}/{s['rss_peak_mib']}/{s['rss_end_mib']} "
-            f"| {s['fds_start']}->{s['fds_end']} | {s['converged_s']} |"
+            f"| {s['fds_start']}->{s['fds_end']} | {s['converged_s']} "
+            f"| {f'{load[0]}-{load[1]}' if load else '-'} |"
         )
     for result in results:
         s = result.summary()

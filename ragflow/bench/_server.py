@@ -139,6 +139,11 @@ class ServerProcess:
         configuration file can refer to them (``${RAGFLOW_BENCH_PORT}``)."""
         return {**os.environ, **{f"RAGFLOW_BENCH_{k.upper()}": v for k, v in self.placeholders().items()}}
 
+    def cpu_now(self) -> float:
+        """The server's CPU seconds (its process tree, user + system) so far, read now."""
+        process = self._process
+        return self._cpu_before + (usage(process.pid)[1] if process is not None else 0.0)
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; the CPU it used so far is kept."""
         process, self._process = self._process, None

@@ -44,6 +44,13 @@ def add_load_arguments(benches: argparse._SubParsersAction[argparse.ArgumentPars
         default="retrieve=1",
         help="operations and their weights, e.g. retrieve=8,answer=1,upload=1 (default: retrieve=1)",
     )
+    load.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests per second of all clients together (default 0: each client sends its next request "
+        "as soon as the last is answered)",
+    )
     load.add_argument("--edit-interval", type=float, default=0.5, help="seconds between edits (0: none)")
     load.add_argument("--burst", type=int, default=0, help="small files dropped into the folder at once")
     load.add_argument("--soak", action="store_true", help="check memory and open files after warm-up")
@@ -81,6 +88,7 @@ def run_load_command(args: argparse.Namespace) -> int:
                 docs=args.docs,
                 mix=mix,
                 edit_interval=args.edit_interval,
+                rate=args.rate,
                 burst=args.burst,
                 soak=args.soak,
                 api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
@@ -91,7 +99,8 @@ def run_load_command(args: argparse.Namespace) -> int:
             say(load_table(results[-1:]))
     print(load_table(results))
     if args.json:
-        args.json.write_text(json.dumps([r.summary() for r in results], indent=2), encoding="utf-8")
+        rows = [r.summary() | ({"timeline": r.timeline()} if args.soak else {}) for r in results]
+        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
         say(f"numbers written to {args.json}")
     if args.soak:
         verdicts = [r.soak_verdict() for r in results]

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store.start()
         watch.start()
-        serve(app, host, port, tls_cert=tls[0], tls_key=tls[1])
+        serve(app, host, port, tls_cert=tls[0], tls_key=tls[1], access_log=server.access_log)
     except KeyboardInterrupt:
         pass
     except SystemExit as exc:  # uvicorn exits when it cannot start

@@ -87,6 +87,19 @@ class ServerMetrics:
             "Chunks per second inside the indexing model since start (its own time only)",
             registry=r,
         )
+        self.query_passes = Gauge(
+            "ragflow_query_embed_passes",
+            "Forward passes that embedded retrieval queries since start (concurrent queries share one)",
+            registry=r,
+        )
+        self.queries_embedded = Gauge(
+            "ragflow_queries_embedded", "Retrieval queries embedded since start", registry=r
+        )
+        self.indexing_yields = Gauge(
+            "ragflow_indexing_yields",
+            "Indexing batches that waited for queries to be embedded first, since start",
+            registry=r,
+        )
         self.epochs = Counter("ragflow_epochs", "Epochs processed", registry=r)
         self.epoch_seconds = Histogram(
             "ragflow_epoch_duration_seconds",
@@ -184,6 +197,7 @@ class ServerMetrics:
         self.cache_hits.set(stats["cache_hits"])
         self.embed_rate.set(self._rate(stats["computed"]))
         self._describe_embedder()
+        self._observe_query_batching()
         persistence = self.store.persistence_stats()
         if persistence is not None:
             self.last_checkpoint.set(persistence["last_checkpoint"] or 0)
@@ -191,6 +205,14 @@ class ServerMetrics:
             self.checkpoint_failures.set(persistence["failures"])
         self._observe_migration()
         return generate_latest(self.registry)
+
+    def _observe_query_batching(self) -> None:
+        batcher = getattr(self.store, "query_batcher", None)  # a MigratingStore's serving generation's
+        if batcher is not None:
+            self.query_passes.set(batcher.passes)
+            self.queries_embedded.set(batcher.queries)
+            priority = batcher.priority
+            self.indexing_yields.set(priority.yields if priority is not None else 0)
 
     def _observe_migration(self) -> None:
         status_of = getattr(self.store, "migration_status", None)

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Collection
 
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import AuthFailures, KeyRing
+from .auth import AuthFailures, KeyRing, Role
 from .errors import error_body
 from .roles import required_role
 from .state import OPEN_PATHS
@@ -19,6 +20,7 @@ from .state import OPEN_PATHS
 __all__ = [
     "Authenticate",
     "BodyTooLarge",
+    "HealthCheck",
     "LimitBodySize",
     "RecordRequests",
     "StripTrailingSlash",
@@ -76,6 +78,9 @@ class Authenticate:
         self.keys = keys
         self.failures = failures
         self.refused = refused
+        self._roles: dict[tuple[str, str], Role | None] = {}
+        """The role of each ``(method, path)`` served by a route without path parameters: at most one entry
+        per such route and method, so a request to one costs a dict lookup, not a scan of every route."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.keys or scope["type"] != "http":
@@ -87,7 +92,7 @@ class Authenticate:
             await self._without_key(scope, receive, send, given)
             return
         scope.setdefault("state", {})["api_key"] = key
-        needed = required_role(scope["app"].router.routes, scope)
+        needed = self._required_role(scope)
         if needed is None or key.role >= needed:
             await self.app(scope, receive, send)
             return
@@ -99,8 +104,20 @@ class Authenticate:
         )
         await send_error_response(send, 403, message, "permission_error")
 
+    def _required_role(self, scope: Scope) -> Role | None:
+        place = (scope["method"], scope["path"])
+        try:
+            return self._roles[place]
+        except KeyError:
+            pass
+        routes = scope["app"].router.routes
+        needed = required_role(routes, scope)
+        if _static_route(routes, scope):
+            self._roles[place] = needed
+        return needed
+
     async def _without_key(self, scope: Scope, receive: Receive, send: Send, given: bytes | None) -> None:
-        if scope["path"] in self.open_paths and required_role(scope["app"].router.routes, scope) is None:
+        if scope["path"] in self.open_paths and self._required_role(scope) is None:
             await self.app(scope, receive, send)
             return
         client = _client(scope)
@@ -136,6 +153,16 @@ class Authenticate:
         log.info("auth: %s", message)
 
 
+def _static_route(routes: list[BaseRoute], scope: Scope) -> bool:
+    """Whether the route that serves ``scope`` has no path parameters (its path is the template, so the
+    role found for this method and path holds for every later request to it)."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return not getattr(route, "param_convertors", True)
+    return False
+
+
 def _given_key(scope: Scope) -> bytes | None:
     headers = dict(scope["headers"])
     given = headers.get(b"x-api-key")
@@ -148,6 +175,38 @@ def _given_key(scope: Scope) -> bytes | None:
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+class HealthCheck:
+    """``GET /healthz`` answered here while the engine runs, before authentication, shedding, the body
+    guards and the router: a liveness probe costs the event loop as little as possible, so that it answers
+    quickly when the loop is busiest (every other request, and a stopped engine's 503, take the route).
+    ``engine_failure()`` is the store's ``engine.failure``."""
+
+    BODY = b'{"status":"ok"}'
+
+    def __init__(self, app: ASGIApp, engine_failure: Callable[[], BaseException | None]) -> None:
+        self.app = app
+        self.engine_failure = engine_failure
+        self._route: BaseRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != "/healthz"
+            or scope["method"] != "GET"
+            or self.engine_failure() is not None
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self._route is None:  # for RecordRequests: the route's template, as the router would set it
+            self._route = next(
+                (r for r in scope["app"].router.routes if getattr(r, "path", None) == "/healthz"), None
+            )
+        scope["route"] = self._route
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.BODY))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.BODY})
 
 
 class BodyTooLarge(HTTPException):

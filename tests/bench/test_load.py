@@ -32,9 +32,22 @@ def test_a_short_load_run_measures_every_operation_and_the_burst() -> None:
     assert result.throughput > 0 and not result.errors and result.shed == 0, summary
     assert result.converged is not None, "the last edit was never found"
     assert result.healthz and result.rss and result.fds
+    # the server's CPU and its query batching during the measured seconds, from /proc and /metrics
+    assert result.cpu_measured is not None and summary["server_cpu_ms_per_ok"] > 0, summary
+    assert summary["query_passes"] and summary["queries_per_pass"] >= 1, summary
+    assert len(result.load or ()) == 2
     assert result.burst_indexed is not None and result.burst_rss_peak, summary
     table = load_table([result])
     assert "| 4 clients | 4 |" in table and "4 clients: burst of 2" in table and "files indexed in" in table
+
+
+def test_a_rate_paces_the_clients_together() -> None:
+    options = LoadOptions(
+        server_cmd=SERVER, clients=4, seconds=3, warmup=0.5, docs=3, edit_interval=0, rate=10
+    )
+    result = run_load(options)
+    # 10 requests/s over 3 s, whatever the server could answer (the hashing server answers hundreds)
+    assert 15 <= result.ok <= 45 and not result.errors, result.summary()
 
 
 def test_the_cli_runs_the_load_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

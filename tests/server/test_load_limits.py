@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -215,3 +216,74 @@ def test_a_megabyte_query_costs_about_a_short_one_and_does_not_hold_up_others(tm
     # bounds below are loose because the machine is shared, not because the costs are close to them
     assert took < max(10 * short, 3.0), (took, short)
     assert max(others) < short + 3.0, (others, short)
+
+
+def test_healthz_is_answered_before_the_router_while_the_engine_runs() -> None:
+    import asyncio
+
+    from ragflow.server.middleware import HealthCheck
+
+    failure: list[BaseException] = []
+    reached: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    class _App:
+        router = SimpleNamespace(routes=())
+
+    check = HealthCheck(inner, engine_failure=lambda: failure[0] if failure else None)
+
+    def get(path: str, method: str = "GET") -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "method": method, "app": _App()}
+        asyncio.run(check(scope, None, send))  # type: ignore[arg-type]
+        return sent[0]["status"], sent[1]["body"]
+
+    assert get("/healthz") == (200, b'{"status":"ok"}') and reached == []
+    assert (
+        get("/readyz")[0] == 503 and get("/healthz", "POST")[0] == 503 and reached == ["/readyz", "/healthz"]
+    )
+    failure.append(RuntimeError("stopped"))  # a stopped engine: the route answers, with why
+    assert get("/healthz")[0] == 503 and reached[-1] == "/healthz"
+
+
+def test_healthz_answered_early_is_still_counted_by_route(serve_app: Callable[..., Served]) -> None:
+    served = serve_app(api_key=KEY)
+    for _ in range(3):
+        response = requests.get(served.url + "/healthz", timeout=10)
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+    metrics = requests.get(served.url + "/metrics", headers={"X-API-Key": KEY}, timeout=10).text
+    counted = [line for line in metrics.splitlines() if 'route="/healthz"' in line and "_count" in line]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 3, counted
+
+
+def test_the_role_of_a_path_is_remembered_only_for_routes_without_parameters(
+    serve_app: Callable[..., Served],
+) -> None:
+    from ragflow.server.middleware import Authenticate
+
+    served = serve_app(api_key=KEY)
+    headers = {"X-API-Key": KEY}
+    assert (
+        requests.post(
+            served.url + "/v1/retrieve", json={"query": "x", "k": 1}, headers=headers, timeout=10
+        ).status_code
+        == 200
+    )
+    for i in range(20):  # unknown paths and parametrised ones: looked up each time, never remembered
+        assert requests.get(f"{served.url}/v1/nothing-{i}", headers=headers, timeout=10).status_code == 404
+        requests.delete(f"{served.url}/v1/documents/gone-{i}.txt", headers=headers, timeout=10)
+    layer: Any = served.app.middleware_stack
+    while not isinstance(layer, Authenticate):
+        layer = layer.app
+    assert set(layer._roles) == {("POST", "/v1/retrieve")}, layer._roles
+    # the remembered role is the one the route table gives
+    assert requests.get(served.url + "/metrics", headers=headers, timeout=10).status_code == 200
+    assert ("GET", "/metrics") in layer._roles
