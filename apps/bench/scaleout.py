@@ -17,10 +17,16 @@ Three measurements:
   PostgreSQL (so any replica's next query sees it; polled every 5 ms). Median and p95 over ``--edits``,
   and the median of each stage from the clocks the row carries (feeder's produce time, worker's read time,
   commit time).
-- **query**: a table filled directly with ``--chunks`` random unit vectors (384-d; ingesting that many
-  through workers takes too long here), an HNSW index built on it, then top-10 searches from a replica:
-  the index alone (``PgvectorIndex.search``, a random query vector) and a ``ReplicaStore.retrieve`` with
-  the real model (query embedding included), and the query embedding alone.
+- **query**: a table filled directly (``COPY``; ingesting that many through workers takes too long here)
+  with ``--chunks`` ~150-word windows of the PostgreSQL 15 manual (Debian's ``postgresql-doc-15``; they
+  repeat past the ~8k windows the manual has) with their words, and random unit vectors (384-d: the
+  vector search costs what it would, it ranks nothing), then the GIN and HNSW indexes and ``VACUUM
+  ANALYZE``. The 158 questions of ``apps/eval_data`` are asked in turn, and a replica's time is taken
+  apart: the index's SQL alone (vector at two ``ef_search`` values, lexical, hybrid in one snapshot, with
+  and without a filter that a quarter of the chunks pass), ``ReplicaStore.retrieve`` and ``/v1/retrieve``
+  over HTTP with the queries' vectors known beforehand (what the store and REST add), the real model's
+  query embedding alone, and ``/v1/retrieve`` end to end with the real model. Each with PostgreSQL's CPU
+  per query, from /proc.
 """
 
 from __future__ import annotations
@@ -311,85 +317,193 @@ def freshness(edits: int, broker: KafkaBroker, tmp: Path) -> dict[str, float]:
 # -- query at scale -----------------------------------------------------------------------------------
 
 
-def query(chunks: int, searches: int) -> dict[str, float]:
+class _Known:
+    """An embedder that answers the benchmark's queries from vectors the real model made beforehand: a
+    replica's time without the model (the REST, store and SQL parts)."""
+
+    def __init__(self, vectors: dict[str, Any], dim: int) -> None:
+        self.vectors, self._dim = vectors, dim
+
+    model_id = "sentence-transformers/all-MiniLM-L6-v2"
+    max_tokens = 256
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def _timed(calls: Sequence[Callable[[], object]], warm: int = 10) -> dict[str, float]:
+    """p50/p95 (ms) of ``calls`` after ``warm`` untimed ones, and the PostgreSQL server's CPU per call."""
+    for call in calls[:warm]:
+        call()
+    times = []
+    database_before = cpu_seconds(database_pids())
+    for call in calls:
+        started = time.perf_counter()
+        call()
+        times.append(1000 * (time.perf_counter() - started))
+    database_ms = 1000 * (cpu_seconds(database_pids()) - database_before) / len(calls)
+    return {"p50": percentile(times, 0.5), "p95": percentile(times, 0.95), "postgres_cpu_ms": database_ms}
+
+
+def load_query_table(dsn: str, table: str, chunks: int, dim: int) -> dict[str, float]:
+    """``chunks`` rows by COPY: ~150-word windows of the PostgreSQL 15 manual (apps.bench.lexical; they
+    repeat past the ~8k the manual has) with their words as the index writes them, random unit vectors;
+    then the HNSW index and ``VACUUM ANALYZE`` (what autovacuum does after a bulk load)."""
     import numpy as np
     import psycopg
     from pgvector.psycopg import register_vector
     from psycopg.types.json import Jsonb
 
-    from ragflow.embedders import make_embedder
-    from ragflow.plugins import load_indexer
-    from ragflow.store.replica import ReplicaStore
+    from apps.bench.lexical import corpus
+    from apps.bench.retrieval_quality import MANUAL
+    from ragflow.indexers.pgvector._lexical import lexemes
 
-    dsn, table, dim = shared_postgres().dsn, PostgresServer.table_name("query"), 384
-    index_class = load_indexer("pgvector")
-    index_class(dim=dim, dsn=dsn, table=table).close()  # the tables
+    texts = corpus(MANUAL, chunks)
+    words = {text: lexemes(text) for text in set(texts)}
     rng = np.random.default_rng(0)
-    words = random.Random(0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f'DROP INDEX "{table}_hnsw"')  # built once after the load: faster than per row
+        conn.execute(f'DROP INDEX "{table}_lexemes"')
+        loaded = time.perf_counter()
+        with conn.cursor() as cursor:
+            columns = "id, doc_id, text, metadata, extra, embedding, lexemes, words"
+            with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+                for start in range(0, chunks, 10_000):
+                    block = rng.standard_normal((min(10_000, chunks - start), dim)).astype(np.float32)
+                    block /= np.linalg.norm(block, axis=1, keepdims=True)
+                    for offset, vector in enumerate(block):
+                        i = start + offset
+                        path = f"manual/page{i // 10}.html"
+                        meta = Jsonb({"path": path, "team": "a" if i % 4 == 0 else "b"})
+                        copy.write_row((i, path, texts[i], meta, Jsonb({}), vector, *words[texts[i]]))
+        load_s = time.perf_counter() - loaded
+        built = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute(f'CREATE INDEX "{table}_lexemes" ON "{table}" USING gin (lexemes)')
+        gin_s = time.perf_counter() - built
+        conn.execute(
+            f'CREATE INDEX "{table}_hnsw" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
+            "WITH (m = 16, ef_construction = 64)"
+        )
+        build_s = time.perf_counter() - built - gin_s
+        conn.execute(f'VACUUM ANALYZE "{table}"')
+        sizes = conn.execute(
+            "SELECT pg_relation_size(%s), pg_relation_size(%s), pg_relation_size(%s), "
+            "current_setting('shared_buffers')",
+            (f'"{table}"', f'"{table}_hnsw"', f'"{table}_lexemes"'),
+        ).fetchone()
+    print(
+        f"table {sizes[0] / 2**20:.0f} MiB, HNSW {sizes[1] / 2**20:.0f} MiB, GIN {sizes[2] / 2**20:.0f} MiB, "
+        f"shared_buffers {sizes[3]}",
+        flush=True,
+    )
+    return {"load_s": load_s, "gin_build_s": gin_s, "hnsw_build_s": build_s}
+
+
+def query(chunks: int, searches: int, shared_buffers: Sequence[str] = ("128MB", "1GB")) -> dict[str, Any]:
+    """A replica's query at ``chunks`` chunks, taken apart, once per PostgreSQL ``shared_buffers`` value
+    (the server restarted with it; 128MB is PostgreSQL's default): see ``_replica_times``."""
+    import psycopg
+
+    from ragflow.plugins import load_indexer
+
+    server = shared_postgres()
+    dsn, table, dim = server.dsn, PostgresServer.table_name("query"), 384
+    load_indexer("pgvector")(dim=dim, dsn=dsn, table=table).close()  # the tables
+    result: dict[str, Any] = {"chunks": chunks}
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            register_vector(conn)
-            conn.execute(f'DROP INDEX "{table}_hnsw"')  # built once after the load: faster than per row
-            loaded = time.perf_counter()
-            with conn.cursor() as cursor:
-                copy_sql = f'COPY "{table}" (id, doc_id, text, metadata, extra, embedding) FROM STDIN BINARY'
-                with cursor.copy(copy_sql) as copy:
-                    copy.set_types(["int8", "text", "text", "jsonb", "jsonb", "vector"])
-                    for start in range(0, chunks, 10_000):
-                        block = rng.standard_normal((min(10_000, chunks - start), dim)).astype(np.float32)
-                        block /= np.linalg.norm(block, axis=1, keepdims=True)
-                        for offset, vector in enumerate(block):
-                            i = start + offset
-                            path = f"docs/d{i // 10}.txt"
-                            text = " ".join(f"w{words.randrange(5000)}" for _ in range(12))
-                            copy.write_row((i, path, text, Jsonb({"path": path}), Jsonb({}), vector))
-            load_s = time.perf_counter() - loaded
-            built = time.perf_counter()
-            conn.execute("SET maintenance_work_mem = '1GB'")
-            conn.execute(
-                f'CREATE INDEX "{table}_hnsw" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
-                "WITH (m = 16, ef_construction = 64)"
-            )
-            build_s = time.perf_counter() - built
-        index = index_class(dim=dim, dsn=dsn, table=table)
-        vectors = rng.standard_normal((searches + 10, dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        search_ms = []
-        for n, vector in enumerate(vectors):
-            started = time.perf_counter()
-            hits = index.search(vector, 10, None)
-            if n >= 10:  # the first ones open connections and warm the cache
-                search_ms.append(1000 * (time.perf_counter() - started))
-            assert len(hits) == 10
-        embedder = make_embedder("local")
-        replica = ReplicaStore(index, embedder=embedder)
-        retrieve_ms, embed_ms = [], []
-        with replica:
-            for n in range(searches + 10):
-                # fresh texts each time (no query cache hit); the embedding alone, on another fresh
-                # text, tells the model's share of the same moment's machine
-                text = f"w{words.randrange(5000)} w{words.randrange(5000)} release schedule {n}"
-                started = time.perf_counter()
-                embedder.embed([f"{text} alone"])
-                embedded = time.perf_counter()
-                results = replica.retrieve(text, k=10)
-                if n >= 10:
-                    embed_ms.append(1000 * (embedded - started))
-                    retrieve_ms.append(1000 * (time.perf_counter() - embedded))
-                assert len(results) == 10
-        index.close()
+        result.update(load_query_table(dsn, table, chunks, dim))
+        for setting in shared_buffers:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{setting}'")
+            server.restart()
+            result[f"shared_buffers={setting}"] = _replica_times(dsn, table, dim, searches)
+            print(json.dumps({setting: result[f"shared_buffers={setting}"]}), flush=True)
     finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET shared_buffers")
+        server.restart()
         _drop(dsn, table)
-    return {
-        "chunks": chunks,
-        "load_s": load_s,
-        "hnsw_build_s": build_s,
-        "search_p50_ms": percentile(search_ms, 0.5),
-        "search_p95_ms": percentile(search_ms, 0.95),
-        "retrieve_p50_ms": percentile(retrieve_ms, 0.5),
-        "retrieve_p95_ms": percentile(retrieve_ms, 0.95),
-        "query_embed_p50_ms": percentile(embed_ms, 0.5),
-    }
+    return result
+
+
+def _post(http: Any, url: str, body: dict[str, Any]) -> None:
+    response = http.post(url, json=body)
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+
+
+def _replica_times(dsn: str, table: str, dim: int, searches: int) -> dict[str, Any]:
+    """The index's SQL alone (vector at two ``ef_search`` values, lexical, hybrid in one snapshot),
+    ``ReplicaStore.retrieve`` with the queries' vectors known beforehand (the store around the SQL), over
+    HTTP with known vectors (REST + store + SQL), the model's query embedding alone, and end to end over
+    HTTP with the real model."""
+    import requests
+
+    from apps.bench.retrieval_quality import load_questions
+    from ragflow.embedders import make_embedder
+    from ragflow.filters import compile_filter
+    from ragflow.plugins import load_indexer
+    from ragflow.server import create_app
+    from ragflow.store.replica import ReplicaStore
+    from tests.server.conftest import running
+
+    index_class = load_indexer("pgvector")
+    questions = [q.text for q in load_questions()]
+    asked = [questions[n % len(questions)] for n in range(searches)]
+    embedder = make_embedder("local")
+    known = dict(zip(questions, embedder.embed(questions), strict=True))
+    team = compile_filter("team == 'a'", None)
+    result: dict[str, Any] = {}
+    for ef in (100, 40):
+        index = index_class(dim=dim, dsn=dsn, table=table, ef_search=ef)
+        row = result[f"sql, ef_search={ef}"] = {}
+        row["vector k=10"] = _timed([functools.partial(index.search, known[q], 10) for q in asked])
+        row["vector k=30"] = _timed([functools.partial(index.search, known[q], 30) for q in asked])
+        row["vector k=10, filter 1/4"] = _timed(
+            [functools.partial(index.search, known[q], 10, team) for q in asked]
+        )
+        index.close()
+    index = index_class(dim=dim, dsn=dsn, table=table)
+    sql = result["sql, ef_search=100"]
+    sql["lexical k=30"] = _timed([functools.partial(index.lexical_search, q, 30) for q in asked])
+    sql["lexical k=30, filter 1/4"] = _timed(
+        [functools.partial(index.lexical_search, q, 30, team) for q in asked]
+    )
+    sql["hybrid k=30 (both, one snapshot)"] = _timed(
+        [functools.partial(index.hybrid_search, known[q], q, 30) for q in asked]
+    )
+    replica = ReplicaStore(index, embedder=_Known(known, dim))
+    with replica, running(create_app(replica)) as url, requests.Session() as http:
+        store = result["replica, known query vectors"] = {}
+        for mode in ("vector", "lexical", "hybrid"):
+            store[f"retrieve {mode} k=10"] = _timed(
+                [functools.partial(replica.retrieve, q, 10, search_mode=mode) for q in asked]
+            )
+        for mode in ("vector", "hybrid"):
+            body = [{"query": q, "k": 10, "search_mode": mode} for q in asked]
+            store[f"HTTP /v1/retrieve {mode} k=10"] = _timed(
+                [functools.partial(_post, http, url + "/v1/retrieve", b) for b in body]
+            )
+    model = result["real model"] = {}
+    fresh = [f"{q} ({n})" for n, q in enumerate(asked)]  # no query cache hit
+    model["query embedding alone"] = _timed([functools.partial(embedder.embed, [q]) for q in fresh])
+    replica = ReplicaStore(index, embedder=embedder)
+    with replica, running(create_app(replica)) as url, requests.Session() as http:
+        for mode in ("vector", "hybrid"):
+            body = [{"query": f"{q} [{mode} {n}]", "k": 10, "search_mode": mode} for n, q in enumerate(asked)]
+            model[f"HTTP /v1/retrieve {mode} k=10"] = _timed(
+                [functools.partial(_post, http, url + "/v1/retrieve", b) for b in body]
+            )
+    index.close()
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -466,8 +466,8 @@ class PgvectorIndex:
         filter: Callable[[Metadata], bool] | None,
         k: int,
     ) -> list[Hit]:
-        """The BM25 top ``k`` of ``terms``: the chunks holding the rarer words scored first, then those
-        that can still beat the ``k``-th score (MaxScore, see ``_lexical.py``), within ``conn``'s snapshot."""
+        """The BM25 top ``k`` of ``terms``: a probe's chunks scored first, then those that can still beat
+        its ``k``-th score (MaxScore, see ``_lexical.py``), within ``conn``'s snapshot."""
         statistics = self._corpus(conn)
         df = statistics.known_df(terms)
         counted = [t for t in terms if t not in df]
@@ -476,9 +476,12 @@ class PgvectorIndex:
         plan = QueryPlan.make(terms, df, statistics)
         if not plan.terms:
             return []
-        scored = self._scored(conn, plan, statistics, tsquery(plan.first), where, filter, k)
+        for probe in plan.probes():
+            scored = self._scored(conn, plan, statistics, probe.tsquery(), where, filter, k)
+            if len(scored) >= k:
+                break
         theta = scored[-1][0] if len(scored) >= k else 0.0
-        second = plan.second_pass(theta)
+        second = plan.second_pass(theta, probe)
         if second is not None:
             scored += self._scored(conn, plan, statistics, second, where, filter, k)
             scored.sort(key=lambda pair: (-pair[0], pair[1].id))
@@ -689,6 +692,10 @@ class _Pool:
         conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
         # go on past ef_search candidates while too few pass a filter (pgvector 0.8)
         conn.execute("SET hnsw.iterative_scan = strict_order")
+        # psycopg prepares a statement after its 5th run, and PostgreSQL may then plan it once for any
+        # parameters: a plan that knows neither the query vector nor the limit, which read every row's
+        # vector (measured: 2 ms -> 29 ms at 3k chunks, 18 -> 26 ms at 100k); plan each run for its values
+        conn.execute("SET plan_cache_mode = force_custom_plan")
         self._registered = True
 
     @contextlib.contextmanager

@@ -20,12 +20,13 @@ the ``df`` of the words common enough to be among the column's most common eleme
 most frequent); the ``df`` of every other word of a query is counted, exactly, through the GIN index.
 
 **Bounded work (MaxScore).** Scoring every chunk that holds any word of a question means, at 100k chunks,
-tens of thousands of rows for words like ``table`` or ``database``. Instead the search scores first the
-chunks holding the query's rarer words (up to a share of the table), which sets the ``k``-th score
-``theta``; a chunk holding none of them can only score what its other words can add at most,
-``(k1 + 1) * idf`` each, so only the chunks holding a set of those words whose bounds add up to more
-than ``theta`` can still enter the top ``k``, and the second pass asks the GIN index for exactly those
-(an OR of ANDs). The result is the exact BM25 top ``k`` for those statistics, with far fewer rows read.
+tens of thousands of rows for words like ``table`` or ``database``. Instead the search scores first a
+probe: the chunks holding the query's two rarest words together (or, when fewer than ``k`` do, those
+holding any of its rarer words, up to a share of the table), whose ``k``-th score is ``theta``. Any other
+chunk scores less than what its words can add at most, ``(k1 + 1) * idf`` each, so only the chunks
+outside the probe holding a set of words whose bounds add up to more than ``theta`` can still enter the
+top ``k``; the second pass asks the GIN index for exactly those (an OR of ANDs). The result is the exact
+BM25 top ``k`` for those statistics, with far fewer rows read.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "EXACT_BELOW",
     "TOKENIZER",
     "CorpusStatistics",
+    "Probe",
     "QueryPlan",
     "lexemes",
     "query_terms",
@@ -51,7 +53,7 @@ TOKENIZER = "ragflow lexical_tokens 1"
 another is tokenised again when opened."""
 
 K1, B = 1.2, 0.75  # BM25's constants, as in ragflow.retrieval.lexical
-EXACT_BELOW = 20_000
+EXACT_BELOW = 2_000
 """Below this many chunks (or before the table was ever analysed) the corpus statistics are counted."""
 FIRST_PASS_SHARE = 0.02
 """The first pass scores the chunks holding the rarest query words up to this share of the table."""
@@ -120,30 +122,39 @@ class CorpusStatistics:
 
 @dataclass(frozen=True, slots=True)
 class QueryPlan:
-    """How one query is scored: its words with their weights, the words whose chunks the first pass
-    scores, and the bound of what each other word can add to a chunk's score."""
+    """How one query is scored: its words (rarest first) with their weights and the bound of what each
+    can add to a chunk's score, and the probes that give the first pass its chunks."""
 
     terms: tuple[str, ...]
     idf: tuple[float, ...]
-    first: tuple[str, ...]
+    rare: tuple[str, ...]
     bounds: Mapping[str, float]
 
     @classmethod
     def make(cls, terms: Sequence[str], df: Mapping[str, float], statistics: CorpusStatistics) -> QueryPlan:
         """The plan for ``terms`` (those no chunk holds are dropped) given each one's ``df``."""
         n = max(statistics.chunks, 1.0)
-        held = [t for t in terms if df.get(t, 0) > 0]
+        held = sorted((t for t in terms if df.get(t, 0) > 0), key=lambda t: (df[t], t))
         idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in held}
         budget = max(FIRST_PASS_SHARE * n, FIRST_PASS_MIN_ROWS)
-        first: list[str] = []
+        rare: list[str] = []
         total = 0.0
-        for t in sorted(held, key=lambda t: (df[t], t)):
-            if first and total + df[t] > budget:
+        for t in held:
+            if rare and total + df[t] > budget:
                 break
-            first.append(t)
+            rare.append(t)
             total += df[t]
-        bounds = {t: (K1 + 1) * idf[t] for t in held if t not in first}
-        return cls(tuple(held), tuple(idf[t] for t in held), tuple(first), bounds)
+        bounds = {t: (K1 + 1) * idf[t] for t in held}
+        return cls(tuple(held), tuple(idf[t] for t in held), tuple(rare), bounds)
+
+    def probes(self) -> list[Probe]:
+        """The first pass's candidates, to try in turn until one holds ``k`` chunks: those holding the
+        two rarest words together (few chunks, and among the best: a high ``theta``), then those holding
+        any of the rarer words (up to ``FIRST_PASS_SHARE`` of the table, at least the rarest word)."""
+        broad = Probe(tuple(frozenset([t]) for t in self.rare))
+        if len(self.terms) < 2:
+            return [broad]
+        return [Probe((frozenset(self.terms[:2]),)), broad]
 
     def weights(self, average_words: float) -> list[float]:
         """The parameters of ``score_sql``'s expression: per word, its weight and its length terms."""
@@ -154,20 +165,21 @@ class QueryPlan:
             out += [(K1 + 1) * idf, 0.1 * K1 * (1 - B), 0.1 * K1 * B / average]
         return out
 
-    def second_pass(self, theta: float) -> str | None:
-        """The ``tsquery`` of the chunks outside the first pass that can still score above ``theta``:
-        those holding a set of the other words whose bounds add up to more than it; ``None`` if none can.
-        """
-        rest = sorted(self.bounds, key=lambda t: (-self.bounds[t], t))
+    def second_pass(self, theta: float, probe: Probe) -> str | None:
+        """The ``tsquery`` of the chunks outside ``probe`` that can still score above ``theta``: those
+        holding a set of the words whose bounds add up to more than it (and that the probe does not
+        hold: its chunks are scored); ``None`` if none can."""
+        words = sorted(self.bounds, key=lambda t: (-self.bounds[t], t))
         if sum(self.bounds.values()) <= theta:
             return None
         sets: list[list[str]] = []
 
         def grow(start: int, chosen: list[str], total: float) -> bool:
-            for i in range(start, len(rest)):
-                word = rest[i]
+            for i in range(start, len(words)):
+                word = words[i]
                 if total + self.bounds[word] > theta:
-                    sets.append([*chosen, word])
+                    if not probe.covers([*chosen, word]):
+                        sets.append([*chosen, word])
                     if len(sets) > MAX_SUBSETS:
                         return False
                 elif not grow(i + 1, [*chosen, word], total + self.bounds[word]):
@@ -175,24 +187,43 @@ class QueryPlan:
             return True
 
         if grow(0, [], 0.0):
+            if not sets:
+                return None
             match = " | ".join("(" + " & ".join(_quoted(t) for t in s) + ")" for s in sets)
         else:
-            match = tsquery(rest)
-        return f"({match}) & !({tsquery(self.first)})"
+            match = tsquery(words)
+        return f"({match}) & !({probe.tsquery()})"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The chunks of a first pass: those holding all the words of any of ``sets``."""
+
+    sets: tuple[frozenset[str], ...]
+
+    def tsquery(self) -> str:
+        return " | ".join("(" + " & ".join(_quoted(t) for t in sorted(s)) + ")" for s in self.sets)
+
+    def covers(self, words: Sequence[str]) -> bool:
+        """Whether every chunk holding all of ``words`` is among the probe's."""
+        held = set(words)
+        return any(s <= held for s in self.sets)
 
 
 def score_sql(terms: int, chunks: str, where: str) -> str:
     """A statement scoring the chunks matching a ``tsquery`` (its first parameter after the words') and
     ``where``, best first, at most a limit of them: its parameters are ``QueryPlan.weights`` (3 per
-    word), each word's ``tsquery``, the match, ``where``'s own, then the limit."""
+    word), each word's ``tsquery``, the match, ``where``'s own, then the limit. Only the ids and scores
+    of the candidates are sorted; the best rows' texts and metadata are read once they are known."""
     frequencies = ", ".join(f"ts_rank_cd(lexemes, %s::tsquery, 0) AS tf{i}" for i in range(terms))
     score = " + ".join(f"%s * tf{i} / (tf{i} + %s + %s * words)" for i in range(terms))
-    # OFFSET 0 keeps the subquery whole, so each frequency is read once per row
+    # OFFSET 0 keeps the innermost query whole, so each frequency is read once per row
     return (
-        f"SELECT id, text, metadata, extra, score FROM (SELECT id, text, metadata, extra, "
-        f"{{score}} AS score FROM (SELECT id, text, metadata, extra, words, {frequencies} FROM {chunks} "
-        f"WHERE lexemes @@ %s::tsquery AND ({where}) OFFSET 0) AS f) AS s ORDER BY score DESC, id LIMIT %s"
-    ).replace("{score}", score)
+        f"SELECT c.id, c.text, c.metadata, c.extra, b.score FROM (SELECT id, {score} AS score "
+        f"FROM (SELECT id, words, {frequencies} FROM {chunks} WHERE lexemes @@ %s::tsquery AND ({where}) "
+        f"OFFSET 0) AS f ORDER BY score DESC, id LIMIT %s) AS b JOIN {chunks} AS c ON c.id = b.id "
+        "ORDER BY b.score DESC, c.id"
+    )
 
 
 def score_parameters(

@@ -27,7 +27,14 @@ import psycopg
 
 from ragflow.indexers.pgvector import PgvectorIndex
 from ragflow.indexers.pgvector import _index as index_module
-from ragflow.indexers.pgvector._lexical import QueryPlan, lexemes, query_terms, score_parameters, score_sql
+from ragflow.indexers.pgvector._lexical import (
+    Probe,
+    QueryPlan,
+    lexemes,
+    query_terms,
+    score_parameters,
+    score_sql,
+)
 from ragflow.indexers.pgvector._lexical import tsquery as any_of
 
 DIM = 16
@@ -154,8 +161,8 @@ def test_with_planner_statistics_the_pruned_search_equals_scoring_every_match(
     passes: list[str | None] = []
     second_pass = QueryPlan.second_pass
 
-    def recorded(plan: QueryPlan, theta: float) -> str | None:
-        passes.append(second_pass(plan, theta))
+    def recorded(plan: QueryPlan, theta: float, probe: Probe) -> str | None:
+        passes.append(second_pass(plan, theta, probe))
         return passes[-1]
 
     monkeypatch.setattr(QueryPlan, "second_pass", recorded)
@@ -168,7 +175,7 @@ def test_with_planner_statistics_the_pruned_search_equals_scoring_every_match(
         top = {h.id for h in index.lexical_search(query, 10)}
         exact = {h.id for h in embedded.search(query, 10)}
         assert len(top & exact) >= 0.6 * len(exact)
-    # both happened: a second pass over the sets of common words that could still win, and none needed
+    # both happened: a second pass over the sets of words that could still win, and none needed
     assert any(p is not None and "&" in p.split("!")[0] for p in passes) and None in passes
 
 
@@ -190,7 +197,7 @@ def _score_every_match(index: PgvectorIndex, query: str, k: int) -> list[Hit]:
         plan = QueryPlan.make(terms, df, statistics)
         if not plan.terms:
             return []
-        sql = score_sql(len(plan.terms), index.tables.chunks, "TRUE")
+        sql = score_sql(len(plan.terms), index.tables.chunks, "TRUE")  # every chunk with any of the words
         params = score_parameters(plan, statistics.average_words, any_of(plan.terms), (), k)
         rows = conn.execute(sql, params).fetchall()
     return [Hit(i, t, {**m, **e}, 1 / (1 + s)) for i, t, m, e, s in rows]
@@ -306,9 +313,14 @@ def test_a_table_of_the_earlier_schema_gets_its_words_when_opened() -> None:
             _same(reopened.lexical_search(query, 10), embedded.search(query, 10))
         with psycopg.connect(dsn, autocommit=True) as conn:
             storage = conn.execute(
-                "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'lexemes'",
+                "SELECT array_agg(attstorage ORDER BY attname) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass "
+                "AND attname IN ('embedding', 'lexemes')",
                 (f'"{table}"',),
             ).fetchone()
-        assert storage == ("m",)
+            inline = conn.execute(
+                f'SELECT count(pg_column_toast_chunk_id(embedding)), count(*) FROM "{table}"'
+            ).fetchone()
+        assert storage == (["m", "m"],) and inline == (0, len(records))  # every row rewritten, vectors inline
     finally:
         PgvectorIndex(dim=DIM, dsn=dsn, table=table).drop()
