@@ -8,6 +8,12 @@ vectors) compared at each size on real embeddings (the PostgreSQL manual, embedd
 small perturbations) and synthetic clustered ones: search latency and recall@10 against brute force, with
 and without a 1% filter, the apply of one edited document, memory, and a restart (save, then load in a fresh
 process and search at once). ``.venv/bin/python -m apps.bench.index --scale --sizes 100000,1000000``.
+
+With ``--graphs``: one HNSW graph per size, built and searched directly with faiss (what larger blocks
+would cost): ``.venv/bin/python -m apps.bench.index --graphs --sizes 65536,262144 --ef-construction 40,64``.
+
+With ``--restore``: a store's restart, which refills a new index from its saved chunks, without and with
+``graph_dir`` (graphs rebuilt, or adopted): ``.venv/bin/python -m apps.bench.index --restore --sizes 262144``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +72,12 @@ def metadata(doc: int) -> dict[str, object]:
     return {"path": f"docs/{doc // 1000}/{doc}.txt", "lang": "en" if doc % 10 == 0 else "de", "doc": doc}
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``), or another field of /proc/self/status (``VmHWM``: its
+    peak; ``RssFile``: the part that is pages of mapped files), in MiB."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -244,18 +252,56 @@ class ScaleResult:
     restart: dict[str, float]
 
 
-def exact_top10(data: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], rows: IntArray) -> IntArray:
-    """Ids (= rows) of the exact top-10 of each query among ``rows`` of ``data``, by brute force."""
-    best = np.full((len(queries), 10), -np.inf, dtype=np.float32)
-    ids = np.zeros((len(queries), 10), dtype=np.int64)
-    for start in range(0, len(rows), 200_000):
-        part = rows[start : start + 200_000]
-        scores = queries @ data[part].T
-        top = np.argpartition(-scores, 9, axis=1)[:, :10]
-        both = np.concatenate([best, np.take_along_axis(scores, top, axis=1)], axis=1)
-        both_ids = np.concatenate([ids, part[top]], axis=1)
-        keep = np.argsort(-both, axis=1)[:, :10]
-        best, ids = np.take_along_axis(both, keep, axis=1), np.take_along_axis(both_ids, keep, axis=1)
+class ScaleData:
+    """The benchmark's ``size`` vectors (ids = rows), generated a chunk at a time and the same every time
+    (a seed per chunk): 5M float32 vectors are 7.5 GB, which this process never holds at once."""
+
+    CHUNK = BUILD_BATCH
+
+    def __init__(self, kind: str, size: int, seed: int, base: FloatArrayOpt) -> None:
+        self.kind, self.size, self.seed, self.base = kind, size, seed, base
+
+    def chunk(self, start: int) -> npt.NDArray[np.float32]:
+        """Rows ``start`` (a multiple of ``CHUNK``) to ``start + CHUNK``."""
+        rng = np.random.default_rng([self.seed, start // self.CHUNK])
+        return scale_vectors(self.kind, min(self.CHUNK, self.size - start), 384, rng, self.base)
+
+    def chunks(self) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        for start in range(0, self.size, self.CHUNK):
+            yield start, self.chunk(start)
+
+    def rows(self, ids: IntArray) -> npt.NDArray[np.float32]:
+        """The vectors of ``ids``, each chunk they are in generated once."""
+        out = np.empty((len(ids), 384), dtype=np.float32)
+        for first in np.unique(ids // self.CHUNK).tolist():
+            mine = np.flatnonzero(ids // self.CHUNK == first)
+            out[mine] = self.chunk(first * self.CHUNK)[ids[mine] - first * self.CHUNK]
+        return out
+
+
+def exact_top10(
+    data: ScaleData, queries: npt.NDArray[np.float32], filters: list[Callable[[IntArray], Any] | None]
+) -> list[IntArray]:
+    """Ids (= rows) of the exact top-10 of each query among the rows each of ``filters`` keeps (None: all
+    rows), by brute force, in one pass over the data."""
+    best = [np.full((len(queries), 10), -np.inf, dtype=np.float32) for _ in filters]
+    ids = [np.zeros((len(queries), 10), dtype=np.int64) for _ in filters]
+    for start, rows in data.chunks():
+        every = np.arange(start, start + len(rows))
+        for f, keep in enumerate(filters):
+            part, vectors = every, rows
+            if keep is not None:
+                chosen = keep(every)
+                part, vectors = every[chosen], rows[chosen]
+            if len(part) < 10:
+                continue
+            scores = queries @ vectors.T
+            top = np.argpartition(-scores, 9, axis=1)[:, :10]
+            both = np.concatenate([best[f], np.take_along_axis(scores, top, axis=1)], axis=1)
+            both_ids = np.concatenate([ids[f], part[top]], axis=1)
+            order = np.argsort(-both, axis=1)[:, :10]
+            best[f] = np.take_along_axis(both, order, axis=1)
+            ids[f] = np.take_along_axis(both_ids, order, axis=1)
     return ids
 
 
@@ -270,18 +316,15 @@ def scale_metadata(doc: int) -> dict[str, object]:
 def run_scale(
     size: int, data_kind: str, config: str, searches: int, seed: int, workdir: Path, base: FloatArrayOpt
 ) -> ScaleResult:
-    rng = np.random.default_rng(seed)
-    data = scale_vectors(data_kind, size, 384, rng, base)
+    data = ScaleData(data_kind, size, seed, base)
     queries = scale_vectors(data_kind, searches, 384, np.random.default_rng(seed + 1), base)
-    docs = np.arange(size) // CHUNKS_PER_DOC
-    truth = exact_top10(data, queries, np.arange(size))
+    # The 1% filter: documents (10 chunks each) whose number is a multiple of 100.
+    truth, truth_filtered = exact_top10(data, queries, [None, lambda rows: rows // CHUNKS_PER_DOC % 100 == 0])
     np.save(workdir / "queries.npy", queries)
     np.save(workdir / "truth.npy", truth)
     path = workdir / f"index-{config}-{size}.bin"
-    measured = measure_index(data, queries, config, path, rng)
+    measured = measure_index(data, queries, config, path, np.random.default_rng(seed))
     found, found_filtered = measured.pop("found"), measured.pop("found_filtered")
-    truth_filtered = exact_top10(data, queries, np.flatnonzero(docs % 100 == 0))
-    del data  # the restarted process below should not compete with this one for memory
     restart = restart_probe(path, config, workdir)
     result = ScaleResult(
         size=size,
@@ -307,24 +350,20 @@ def run_scale(
 
 
 def measure_index(
-    data: npt.NDArray[np.float32],
-    queries: npt.NDArray[np.float32],
-    config: str,
-    path: Path,
-    rng: np.random.Generator,
+    data: ScaleData, queries: npt.NDArray[np.float32], config: str, path: Path, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Build an index of ``config`` over ``data`` (ids = rows), time its searches and edits, save it to
     ``path``; the index is released on return."""
-    size = len(data)
+    size = data.size
     metas = [scale_metadata(doc) for doc in range(size // CHUNKS_PER_DOC + 1)]
     rss_before = rss_mb()
     options = {"build_threads": BUILD_THREADS, **SCALE_CONFIGS[config]}
-    index = FaissIndex(data.shape[1], **options)  # type: ignore[arg-type]
+    index = FaissIndex(384, **options)  # type: ignore[arg-type]
     began = time.perf_counter()
-    for start in range(0, size, BUILD_BATCH):
-        stop = min(size, start + BUILD_BATCH)
+    for start, rows in data.chunks():
         batch = [
-            VectorRecord(i, data[i], f"chunk {i}", metas[i // CHUNKS_PER_DOC]) for i in range(start, stop)
+            VectorRecord(start + j, rows[j], f"chunk {start + j}", metas[(start + j) // CHUNKS_PER_DOC])
+            for j in range(len(rows))
         ]
         index.apply(batch, [])
     build_s = time.perf_counter() - began
@@ -343,14 +382,19 @@ def measure_index(
     plain = [timed_cpu_ms(lambda: search(q, found, False), cpu) for q in queries]  # noqa: B023
     filtered = [timed_cpu_ms(lambda: search(q, found_filtered, True), filtered_cpu) for q in queries]  # noqa: B023
     rss = rss_mb() - rss_before
+    edited = rng.integers(size // CHUNKS_PER_DOC, size=30)
+    old_ids = (edited[:, None] * CHUNKS_PER_DOC + np.arange(CHUNKS_PER_DOC)).reshape(-1)
+    old_vectors = data.rows(old_ids).reshape(30, CHUNKS_PER_DOC, -1)
     edits = []
-    for j in range(30):
-        doc = int(rng.integers(size // CHUNKS_PER_DOC))
+    for j, doc in enumerate(edited.tolist()):
         old = range(doc * CHUNKS_PER_DOC, (doc + 1) * CHUNKS_PER_DOC)
         new = range(size + CHUNKS_PER_DOC * j, size + CHUNKS_PER_DOC * (j + 1))
-        upserts = [VectorRecord(i, data[o], f"chunk {i}", metas[doc]) for i, o in zip(new, old, strict=True)]
+        vectors = old_vectors[j]
+        upserts = [VectorRecord(i, v, f"chunk {i}", metas[doc]) for i, v in zip(new, vectors, strict=True)]
         edits.append(timed_ms(lambda: index.apply(upserts, old)))  # noqa: B023
-        index.apply([VectorRecord(o, data[o], f"chunk {o}", metas[doc]) for o in old], new)  # undo
+        index.apply(
+            [VectorRecord(o, v, f"chunk {o}", metas[doc]) for o, v in zip(old, vectors, strict=True)], new
+        )
     save_s = timed_ms(lambda: index.save(str(path))) / 1e3
     memory_mb = index.stats().memory_bytes / 2**20
     index.close()
@@ -391,18 +435,199 @@ def probe(path: str, config: str, workdir: Path) -> None:
     found: list[list[int]] = []
     cpu: list[float] = []
     times = [timed_cpu_ms(lambda: found.append([h.id for h in index.search(q, 10)]), cpu) for q in queries]  # noqa: B023
+    rss_after = rss_mb()
+    # Then 1,000 more queries (the ones above, moved a little), filtered and not: does RSS keep growing?
+    predicate = compile_filter(SCALE_FILTER, None)
+    rng = np.random.default_rng(7)
+    for j in range(1000):
+        query = queries[j % len(queries)] + rng.standard_normal(queries.shape[1]).astype(np.float32) * 0.02
+        index.search(query, 10, predicate if j % 2 else None)
     report = {
         "load_s": load_s,
         "graphs_pending": stats.graphs_pending,
         "first_ms": times[0],
         "p50_ms": float(np.median(times)),
+        "p99_ms": float(np.percentile(times, 99)),
         "cpu_ms": float(np.median(cpu)),
         "recall": recall(found, truth),
-        "rss_mb": rss_mb(),
-        "rss_growth_mb": rss_mb() - rss_start,
+        "rss_mb": rss_after,
+        "rss_growth_mb": rss_after - rss_start,
+        "rss_after_1000_mb": rss_mb(),
+        "rss_file_mb": rss_mb("RssFile"),
+        "rss_peak_mb": rss_mb("VmHWM"),
     }
     index.close()
     print(json.dumps(report))
+
+
+def main_graphs(args: argparse.Namespace, sizes: list[int]) -> None:
+    """One HNSW graph over each size's vectors, built directly with faiss (OpenMP threads as faiss sets
+    them), then searched one query at a time in one thread at several breadths: what a larger block's
+    graph would cost to build and search, and what recall it keeps."""
+    base_path = Path(tempfile.gettempdir()) / f"ragflow-bench-real-{args.real_chunks}.npy"
+    base = real_vectors(args.real_chunks, base_path) if "real" in args.data.split(",") else None
+    ef_searches = [int(e) for e in args.ef_search.split(",")]
+    lines = [
+        f"faiss {faiss.__version__}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; dim 384, "
+        f"M {args.hnsw_m}; {args.searches} single queries, top-10, recall@10 against brute force; "
+        "search CPU p50 (one thread) at each efSearch.",
+        "",
+        "| vectors | data | efConstruction | build s | " + " | ".join(f"ef {e}" for e in ef_searches) + " |",
+        "|---:|---|---:|---:|" + "---:|" * len(ef_searches),
+    ]
+    for size in sizes:
+        for kind in args.data.split(","):
+            data = ScaleData(kind, size, args.seed, base)
+            queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
+            (truth,) = exact_top10(data, queries, [None])
+            for ef_construction in (int(e) for e in args.ef_construction.split(",")):
+                graph: Any = faiss.IndexHNSWFlat(384, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                graph.hnsw.efConstruction = ef_construction
+                began = time.perf_counter()
+                for _, rows in data.chunks():
+                    graph.add(rows)
+                build_s = time.perf_counter() - began
+                cells = []
+                threads = faiss.omp_get_max_threads()
+                faiss.omp_set_num_threads(1)
+                for ef in ef_searches:
+                    params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+                    params.efSearch = ef
+                    found: list[list[int]] = []
+                    cpu: list[float] = []
+                    for q in queries:
+                        start = time.thread_time()
+                        found.append(graph.search(q[None], 10, params=params)[1][0].tolist())
+                        cpu.append((time.thread_time() - start) * 1e3)
+                    cells.append(f"{float(np.median(cpu)):.3f} ms, {recall(found, truth):.3f}")
+                faiss.omp_set_num_threads(threads)
+                line = (
+                    f"| {size:,} | {kind} | {ef_construction} | {build_s:.0f} | " + " | ".join(cells) + " |"
+                )
+                print(line, flush=True)
+                lines.append(line)
+                graph = None  # released before the next one is built
+    print("\n".join(lines))
+
+
+RESTORE_BATCH = 10_000
+"""Chunks per apply in the restore probe (a store's restore applies its saved chunks in batches)."""
+
+
+def main_restore(args: argparse.Namespace, sizes: list[int]) -> None:
+    """A store's restart without and with ``graph_dir``: the store refills a new index from its saved
+    chunks; without kept graphs every block's graph is rebuilt, with them each full block's is adopted."""
+    global BUILD_THREADS
+    BUILD_THREADS = args.build_threads
+    base_path = Path(tempfile.gettempdir()) / f"ragflow-bench-real-{args.real_chunks}.npy"
+    base = real_vectors(args.real_chunks, base_path) if "real" in args.data.split(",") else None
+    lines = [
+        f"faiss {faiss.__version__}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; dim 384, "
+        f"faiss_kind auto, build threads {BUILD_THREADS}; the restore applies the chunks in batches of "
+        f"{RESTORE_BATCH:,} in a fresh process, then waits for graphs; {args.searches} queries after each.",
+        "",
+        "| vectors | data | graph_dir | graphs built s | graph files MiB | restore s | then graphs ready s "
+        "| query p50 right after restore (CPU) | recall@10 | p50 once ready (CPU) | recall@10 | RSS MiB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="ragflow-bench-restore-") as tmp:
+        workdir = Path(tmp)
+        for size in sizes:
+            for kind in args.data.split(","):
+                data = ScaleData(kind, size, args.seed, base)
+                queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
+                (truth,) = exact_top10(data, queries, [None])
+                np.save(workdir / "queries.npy", queries)
+                np.save(workdir / "truth.npy", truth)
+                for keep in (False, True):
+                    print(f"... {size:,} {kind} vectors, graph_dir {'on' if keep else 'off'}", flush=True)
+                    lines.append(restore_row(args, data, workdir, keep))
+                    print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
+def restore_row(args: argparse.Namespace, data: ScaleData, workdir: Path, keep: bool) -> str:
+    """Index ``data`` (graphs kept in a folder if ``keep``), then time a restore in a fresh process."""
+    graphs = workdir / "graphs"
+    index = FaissIndex(384, build_threads=BUILD_THREADS, graph_dir=graphs if keep else None)
+    began = time.perf_counter()
+    for start, rows in data.chunks():
+        index.apply(
+            [VectorRecord(start + j, row, f"chunk {start + j}", {}) for j, row in enumerate(rows)], []
+        )
+    index.wait_for_graphs()
+    built_s = time.perf_counter() - began
+    index.close()
+    del index
+    on_disk = sum(f.stat().st_size for f in graphs.iterdir()) / 2**20 if keep else 0.0
+    command = [
+        sys.executable,
+        "-m",
+        "apps.bench.index",
+        "--restore-probe",
+        str(data.size),
+        "--data",
+        data.kind,
+    ]
+    command += ["--seed", str(data.seed), "--probe-dir", str(workdir), "--real-chunks", str(args.real_chunks)]
+    command += ["--build-threads", str(BUILD_THREADS)] + (["--probe-graphs", str(graphs)] if keep else [])
+    r = json.loads(
+        subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+    )
+    if keep:
+        for file in graphs.iterdir():
+            file.unlink()
+    return (
+        f"| {data.size:,} | {data.kind} | {'on' if keep else 'off'} | {built_s:.0f} | {on_disk:,.0f} "
+        f"| {r['restore_s']:.1f} | {r['ready_s']:.1f} | {r['early_ms']:.2f} ({r['early_cpu_ms']:.2f}) "
+        f"| {r['early_recall']:.3f} | {r['p50_ms']:.2f} ({r['cpu_ms']:.2f}) | {r['recall']:.3f} "
+        f"| {r['rss_mb']:.0f} |"
+    )
+
+
+def restore_probe(args: argparse.Namespace) -> None:
+    """The restarted store's index: refilled batch by batch, then queried before and after its graphs."""
+    size = int(args.restore_probe)
+    base_path = Path(tempfile.gettempdir()) / f"ragflow-bench-real-{args.real_chunks}.npy"
+    base = np.load(base_path) if args.data == "real" else None
+    data = ScaleData(args.data, size, args.seed, base)
+    workdir = Path(args.probe_dir)
+    queries, truth = np.load(workdir / "queries.npy"), np.load(workdir / "truth.npy")
+    began = time.perf_counter()
+    index = FaissIndex(384, build_threads=args.build_threads, graph_dir=args.probe_graphs)
+    for start, rows in data.chunks():
+        for first in range(0, len(rows), RESTORE_BATCH):
+            part = rows[first : first + RESTORE_BATCH]
+            ids = range(start + first, start + first + len(part))
+            index.apply([VectorRecord(i, v, f"chunk {i}", {}) for i, v in zip(ids, part, strict=True)], [])
+    restore_s = time.perf_counter() - began
+
+    def measure() -> tuple[float, float, float]:
+        found: list[list[int]] = []
+        cpu: list[float] = []
+        wall = [timed_cpu_ms(lambda: found.append([h.id for h in index.search(q, 10)]), cpu) for q in queries]  # noqa: B023
+        return float(np.median(wall)), float(np.median(cpu)), recall(found, truth)
+
+    early = measure()
+    index.wait_for_graphs()
+    ready_s = time.perf_counter() - began - restore_s
+    late = measure()
+    index.close()
+    print(
+        json.dumps(
+            {
+                "restore_s": restore_s,
+                "ready_s": ready_s,
+                "early_ms": early[0],
+                "early_cpu_ms": early[1],
+                "early_recall": early[2],
+                "p50_ms": late[0],
+                "cpu_ms": late[1],
+                "recall": late[2],
+                "rss_mb": rss_mb(),
+            }
+        )
+    )
 
 
 def scale_markdown(results: list[ScaleResult], searches: int) -> str:
@@ -413,9 +638,10 @@ def scale_markdown(results: list[ScaleResult], searches: int) -> str:
         "",
         "| vectors | data | config | search p50 | p99 | CPU p50 | recall@10 | 1% filter p50 | p99 | CPU p50 "
         "| recall@10 | edit apply p50 | applies s | graphs after s | index MiB | RSS growth MiB | save s "
-        "| file MiB | restart: load s | first query ms | p50 | CPU p50 | recall@10 | RSS MiB |",
+        "| file MiB | restart: load s | first query ms | p50 | p99 | CPU p50 | recall@10 | RSS MiB "
+        "| after 1,000 more | of it file pages | peak |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-        "|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         p = r.restart
@@ -425,7 +651,9 @@ def scale_markdown(results: list[ScaleResult], searches: int) -> str:
             f"| {r.filtered_cpu_ms:.2f} | {r.filtered_recall:.3f} "
             f"| {r.apply_ms:.2f} | {r.build_s:.0f} | {r.graphs_s:.0f} | {r.memory_mb:.0f} | {r.rss_mb:.0f} "
             f"| {r.save_s:.1f} | {r.file_mb:.0f} | {p['load_s']:.1f} | {p['first_ms']:.1f} "
-            f"| {p['p50_ms']:.2f} | {p['cpu_ms']:.2f} | {p['recall']:.3f} | {p['rss_mb']:.0f} |"
+            f"| {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['cpu_ms']:.2f} | {p['recall']:.3f} "
+            f"| {p['rss_mb']:.0f} | {p['rss_after_1000_mb']:.0f} | {p['rss_file_mb']:.0f} "
+            f"| {p['rss_peak_mb']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -485,6 +713,21 @@ def main(argv: list[str] | None = None) -> None:
         "--real-chunks", type=int, default=4000, help="real chunks embedded (then replicated)"
     )
     parser.add_argument("--build-threads", type=int, default=1, help="with --scale: graph builds at once")
+    parser.add_argument(
+        "--restore",
+        action="store_true",
+        help="instead: a store's restart (refill a new index) without and with graph_dir, at --sizes",
+    )
+    parser.add_argument(
+        "--graphs",
+        action="store_true",
+        help="instead: one HNSW graph per size (what larger blocks would cost), at --ef-construction values",
+    )
+    parser.add_argument("--ef-construction", default="40", help="with --graphs: comma-separated")
+    parser.add_argument("--ef-search", default="32,64,128,192", help="with --graphs: comma-separated")
+    parser.add_argument("--hnsw-m", type=int, default=16, help="with --graphs")
+    parser.add_argument("--restore-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-graphs", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--probe-config", help=argparse.SUPPRESS)
     parser.add_argument("--probe-dir", help=argparse.SUPPRESS)
@@ -492,9 +735,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.probe:
         probe(args.probe, args.probe_config, Path(args.probe_dir))
         return
+    if args.restore_probe:
+        restore_probe(args)
+        return
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     if args.scale:
         main_scale(args, sizes)
+        return
+    if args.restore:
+        main_restore(args, sizes)
+        return
+    if args.graphs:
+        main_graphs(args, sizes)
         return
     results = []
     for size in sizes:

@@ -6,7 +6,7 @@ The modules, one job each: ``_blocks`` (block storage: rows, live bitmaps, views
 (interned metadata), ``_transactions`` (one apply: validation, copy-on-write drafts, row placement,
 revival of dormant rows, compaction, commit), ``_files`` (the saved file), ``_search`` (per-block top-k
 paths, filters, merge), ``_graphs`` (HNSW graphs grown with the blocks), ``_compact`` (how graphs hold
-vectors, memory-mapped full-precision rows), ``_graph_files`` (graphs kept in a folder across restarts)
+vectors, full-precision rows on disk), ``_graph_files`` (graphs kept in a folder across restarts)
 and ``_index`` (``FaissIndex``, composing them).
 """
 

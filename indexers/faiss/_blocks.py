@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ._compact import DiskRows
 
 Metadata = Mapping[str, Any]
 StoredText = str | tuple[str, Metadata]
@@ -16,6 +19,8 @@ StoredText = str | tuple[str, Metadata]
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 BitArray = npt.NDArray[np.uint8]
+Rows: TypeAlias = "FloatArray | DiskRows"
+"""A block's float32 rows: in memory, or on disk for a full compact block."""
 
 ROW_BITS = 32
 """A row's slot is ``block_number << ROW_BITS | row``."""
@@ -30,7 +35,8 @@ class Block:
     """The rows of one block. Rows below any published view's ``used`` are never written again."""
 
     number: int
-    vectors: FloatArray
+    vectors: Rows
+    """The rows, in memory; a full compact block's are on disk (``DiskRows``), read when needed."""
     ids: IntArray
     gids: IntArray
     texts: list[StoredText]
@@ -39,9 +45,10 @@ class Block:
     when the block is full and its graph is built."""
     codes: Any = None
     """Set with a graph over compact codes: the graph's ``IndexScalarQuantizer`` storage; candidates it
-    finds are re-ranked with ``vectors``, which for a full compact block is a read-only memory map."""
+    finds are re-ranked with ``vectors``, which for a full compact block are on disk."""
     stem: str | None = None
-    """The name (without suffix) of this full block's files: its compact rows, its saved graph."""
+    """The name (without suffix) of this full block's files: its compact rows, its saved graph (given
+    when the block fills, or is loaded or adopted full)."""
 
     @property
     def capacity(self) -> int:

@@ -1,6 +1,6 @@
 """How the faiss index's graphs hold vectors: float32 rows (a full block's rows then live only in its
 graph), or compact float16 / 8-bit scalar-quantized codes, whose candidates are re-ranked exactly with the
-full-precision rows, which full blocks keep in a memory-mapped file."""
+full-precision rows, which full blocks keep in a file (``DiskRows``), read row by row when needed."""
 
 from __future__ import annotations
 
@@ -15,12 +15,16 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from ._blocks import Block, FloatArray
+from ._blocks import Block, FloatArray, IntArray
 
 VectorFormat = Literal["float32", "float16", "sq8"]
 VECTOR_FORMATS: tuple[VectorFormat, ...] = ("float32", "float16", "sq8")
 
 _QUANTIZERS = {"float16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
+_FADVISE = hasattr(os, "posix_fadvise")
+_PREFETCH_RUNS = 256
+"""Reads of scattered rows requested together first when there are up to this many of them."""
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", 3)
 
 
 @contextmanager
@@ -84,8 +88,126 @@ def flat_rows(graph: Any) -> FloatArray:
     return rows
 
 
+class OpenFile:
+    """A file open for reading, closed once nothing holds this object: the blocks of one saved index file
+    share one descriptor."""
+
+    __slots__ = ("__weakref__", "_close", "fd", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._close = weakref.finalize(self, os.close, self.fd)
+
+
+class DiskRows:
+    """A full compact block's full-precision rows in a file (a spilled block's own file, or a section of
+    a saved index file), read with ``pread`` into private buffers.
+
+    Not a memory map on purpose: every page of a map that a search touches (and the kernel maps up to
+    64 KiB around each fault) stays in the process's resident set, so a compact index's RSS grew to the
+    whole float32 file as queries re-ranked rows all over it. Read with ``pread``, only the few rows a
+    query re-ranks pass through (the page cache keeps them warm, outside the process).
+
+    Indexing (``rows[i]``, ``rows[a:b]``, ``rows[int_array]``) returns new in-memory arrays, like a
+    memory map's fancy indexing did. The file stays open while this object lives, so the rows stay
+    readable after the file is replaced or unlinked (a block being dropped, an index saved over its file).
+    """
+
+    __slots__ = ("_fd", "_file", "_row_bytes", "dim", "filename", "offset", "rows")
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: str | OpenFile, rows: int, dim: int, offset: int = 0) -> None:
+        self._file = path if isinstance(path, OpenFile) else OpenFile(path)
+        self._fd = self._file.fd
+        self.filename = self._file.path
+        self.rows, self.dim, self.offset = rows, dim, offset
+        self._row_bytes = 4 * dim
+        end = offset + rows * self._row_bytes
+        if os.fstat(self._fd).st_size < end:
+            raise ValueError(
+                f"{self.filename} holds fewer than the {rows} {dim}-d rows expected at offset {offset}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.dim)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, key: Any) -> FloatArray:
+        if isinstance(key, slice):
+            start, stop, stride = key.indices(self.rows)
+            if stride != 1:
+                return self.read(0, self.rows)[key]
+            return self.read(start, max(start, stop))
+        if isinstance(key, int | np.integer):
+            row = int(key) + self.rows if key < 0 else int(key)
+            if not 0 <= row < self.rows:
+                raise IndexError(f"row {key} out of range for {self.rows} rows")
+            return self.read(row, row + 1)[0]
+        return self.take(np.asarray(key, dtype=np.int64))
+
+    def read(self, start: int, stop: int) -> FloatArray:
+        """Rows ``start..stop-1``, in one read."""
+        out = np.empty((stop - start, self.dim), dtype=np.float32)
+        if stop > start:
+            self._read_into(out.data.cast("B"), start)
+        return out
+
+    def read_into(self, row: int, out: FloatArray) -> None:
+        """Row ``row`` into ``out`` (one contiguous row of float32)."""
+        self._read_into(out.data.cast("B"), row)
+
+    def prefetch(self, row: int) -> None:
+        """Ask the kernel to start reading row ``row`` into the page cache, without waiting: a query's
+        rows, prefetched first, then come from disk at once instead of one after the other."""
+        self._prefetch(row, 1)
+
+    def _prefetch(self, row: int, rows: int) -> None:
+        if _FADVISE:
+            position = self.offset + row * self._row_bytes
+            os.posix_fadvise(self._fd, position, rows * self._row_bytes, _WILLNEED)
+
+    def take(self, rows: IntArray) -> FloatArray:
+        """The rows at ``rows`` (any shape and order, repeats allowed), each run of consecutive rows read
+        at once."""
+        flat = rows.reshape(-1)
+        if not len(flat):
+            return np.empty((*rows.shape, self.dim), dtype=np.float32)
+        if int(flat.min()) < 0 or int(flat.max()) >= self.rows:
+            raise IndexError(f"rows out of range for {self.rows} rows")
+        ordered = bool((flat[1:] > flat[:-1]).all())
+        wanted = flat if ordered else np.unique(flat)
+        out = np.empty((len(wanted), self.dim), dtype=np.float32)
+        # Runs of consecutive rows: one pread each (a compaction's or a restore's rows are mostly runs).
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        starts = [0, *breaks.tolist()]
+        stops = [*breaks.tolist(), len(wanted)]
+        buffer = out.data.cast("B")
+        size = self._row_bytes
+        firsts = wanted[starts].tolist()
+        if len(starts) <= _PREFETCH_RUNS:  # scattered rows: their reads overlap when not cached
+            for begin, end, row in zip(starts, stops, firsts, strict=True):
+                self._prefetch(row, end - begin)
+        for begin, end, row in zip(starts, stops, firsts, strict=True):
+            self._read_into(buffer[begin * size : end * size], row)
+        if not ordered:
+            out = out[np.searchsorted(wanted, flat)]
+        return out.reshape(*rows.shape, self.dim)
+
+    def _read_into(self, buffer: memoryview, row: int) -> None:
+        position = self.offset + row * self._row_bytes
+        while len(buffer):
+            got = os.preadv(self._fd, [buffer], position)
+            if got <= 0:
+                raise OSError(f"{self.filename} ended before the rows of this block (truncated?)")
+            buffer, position = buffer[got:], position + got
+
+
 class VectorFiles:
-    """Where the full-precision rows of compact blocks live: one file per block, memory-mapped read-only.
+    """Where the full-precision rows of compact blocks live: one file per block, read with ``pread``.
 
     Args:
         directory: a folder to keep them in; none for a private temporary folder, removed with this object.
@@ -99,21 +221,20 @@ class VectorFiles:
             os.makedirs(directory, exist_ok=True)
             self.directory = directory
 
-    def spill(self, block: Block, stem: str) -> FloatArray:
-        """Write ``block``'s rows to ``stem.f32`` and map it; the file goes when :meth:`drop` is called."""
+    def spill(self, block: Block, stem: str) -> DiskRows:
+        """Write ``block``'s rows to ``stem.f32`` and open it; the file goes when :meth:`drop` is called."""
         path = os.path.join(self.directory, stem + ".f32")
-        block.vectors.tofile(path)
-        mapped: FloatArray = np.memmap(path, dtype=np.float32, mode="r", shape=block.vectors.shape)
-        return mapped
+        rows = np.ascontiguousarray(block.vectors)
+        rows.tofile(path)
+        return DiskRows(path, *rows.shape)
 
-    def drop(self, vectors: FloatArray) -> None:
-        """Delete the file behind ``vectors`` if this object spilled them (readers still mapping it keep
-        their pages); other arrays, a loaded index file's included, are left alone."""
-        filename = getattr(vectors, "filename", None)
+    def drop(self, vectors: Any) -> None:
+        """Delete the file behind ``vectors`` if this object spilled them (readers still holding it can
+        read on); other arrays, a loaded index file's rows included, are left alone."""
         if (
-            isinstance(vectors, np.memmap)
-            and isinstance(filename, str)
-            and os.path.dirname(os.path.abspath(filename)) == os.path.abspath(self.directory)
+            isinstance(vectors, DiskRows)
+            and vectors.offset == 0
+            and os.path.dirname(vectors.filename) == os.path.abspath(self.directory)
         ):
             with suppress(FileNotFoundError):
-                os.unlink(filename)
+                os.unlink(vectors.filename)

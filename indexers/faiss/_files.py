@@ -3,7 +3,7 @@ and the metadata groups), written atomically and durably, and read back into a n
 
 Layout: a magic line, then raw sections (vectors, serialized graphs), then a pickled header that says
 where each section is (with a CRC-32 of each), then the header's offset and the magic again. Raw vectors
-can thus be memory-mapped in place, and a damaged graph is found before use.
+can thus be read in place (compact blocks' rows stay in the file), and a damaged graph is found before use.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 
 from ragflow.errors import IndexStoreError
 
-from ._blocks import INITIAL_TAIL_ROWS, BlockView, IntArray, Snapshot, ceil8, live_rows
-from ._compact import VectorFormat, flat_rows, graph_fits, graph_storage
+from ._blocks import INITIAL_TAIL_ROWS, BlockView, FloatArray, IntArray, Rows, Snapshot, ceil8, live_rows
+from ._compact import DiskRows, OpenFile, VectorFormat, flat_rows, graph_fits, graph_storage
+from ._graph_files import new_stem
 from ._groups import MetadataGroups
 from ._transactions import BlockWriter, Transaction
 
@@ -94,7 +95,7 @@ def load_snapshot(
 ) -> tuple[Snapshot, MetadataGroups]:
     """Fill a new, still private ``writer`` from the file at ``path``; ``keep_graphs`` adopts its saved
     HNSW graphs (those that fit ``vectors``); full blocks held as compact ``vectors`` keep their rows in
-    the file, memory-mapped. A damaged or unfitting graph is logged and left out: the caller rebuilds it.
+    the file, read when needed. A damaged or unfitting graph is logged and left out: the caller rebuilds it.
 
     Returns:
         The snapshot to publish and the metadata groups that go with it.
@@ -133,23 +134,36 @@ def load_snapshot(
 
 
 class _SectionReader:
-    """Reads a file's sections: vectors into memory or memory-mapped, graphs checked first."""
+    """Reads a file's sections: vectors into memory or left on disk, graphs checked first."""
 
     def __init__(self, path: str, dim: int) -> None:
         self.path, self.dim = path, dim
+        self._file: OpenFile | None = None
 
-    def vectors(self, saved: Any, mapped: bool) -> np.ndarray[Any, Any]:
+    def vectors(self, saved: Any) -> FloatArray:
+        """A vectors section, read into memory."""
         if isinstance(saved, np.ndarray):  # format 1: in the pickle
             return saved
+        offset, rows = self._section(saved)
+        return np.fromfile(self.path, dtype=np.float32, count=rows * self.dim, offset=offset).reshape(
+            rows, self.dim
+        )
+
+    def vectors_on_disk(self, saved: Any) -> Rows:
+        """A vectors section left in the file, its rows read when needed (format 1: in memory)."""
+        if isinstance(saved, np.ndarray):
+            return saved
+        offset, rows = self._section(saved)
+        if self._file is None:
+            self._file = OpenFile(self.path)  # one descriptor for all the file's blocks
+        return DiskRows(self._file, rows, self.dim, offset)
+
+    def _section(self, saved: Section) -> tuple[int, int]:
         offset, length, _ = saved
         rows = length // (4 * self.dim)
         if length != rows * 4 * self.dim:
             raise ValueError(f"a vectors section of {length} bytes does not hold whole {self.dim}-d rows")
-        if mapped:
-            return np.memmap(self.path, dtype=np.float32, mode="r", offset=offset, shape=(rows, self.dim))
-        return np.fromfile(self.path, dtype=np.float32, count=rows * self.dim, offset=offset).reshape(
-            rows, self.dim
-        )
+        return offset, rows
 
     def index(self, saved: Any, what: str) -> Any:
         """The faiss index in a section, or None (logged) when it is damaged."""
@@ -191,7 +205,7 @@ def _restore(
             texts = saved["texts"]
             writer.append(
                 txn,
-                reader.vectors(saved["vectors"], mapped=False)[rows],
+                reader.vectors(saved["vectors"])[rows],
                 saved["ids"][rows],
                 saved["gids"][rows],
                 [texts[r] for r in rows],
@@ -219,17 +233,19 @@ def _restore_block(
     block = draft.block
     graph = _saved_graph(saved, reader, vectors, number) if keep_graphs else None
     if full:
+        block.stem = new_stem()
         # Adopt the loaded arrays instead of copying them: loading then peaks at one copy of the index.
         block.ids = np.require(saved["ids"], np.int64, ["C_CONTIGUOUS", "WRITEABLE"])
         block.gids = np.require(saved["gids"], np.int64, ["C_CONTIGUOUS", "WRITEABLE"])
         if vectors != "float32":
-            block.vectors = reader.vectors(saved["vectors"], mapped=True)
+            block.vectors = reader.vectors_on_disk(saved["vectors"])
         elif graph is not None and graph.ntotal == used:
             block.vectors = flat_rows(graph)  # the graph holds the rows: one copy, not two
         else:
-            block.vectors = reader.vectors(saved["vectors"], mapped=False)
+            block.vectors = reader.vectors(saved["vectors"])
     else:
-        block.vectors[:used] = reader.vectors(saved["vectors"], mapped=False)
+        assert isinstance(block.vectors, np.ndarray)  # a new block's rows are in memory
+        block.vectors[:used] = reader.vectors(saved["vectors"])
         block.ids[:used] = saved["ids"]
         block.gids[:used] = saved["gids"]
     if block.vectors.shape != (block.capacity, writer.dim) or len(saved["texts"]) != used:

@@ -18,8 +18,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ._blocks import Block, FloatArray, IntArray
-from ._compact import VectorFormat, flat_rows, graph_fits
+from ._blocks import Block, IntArray, Rows
+from ._compact import DiskRows, VectorFormat, flat_rows, graph_fits
 
 FORMAT = "ragflow-faiss-graph/1"
 SUFFIX = ".graph"
@@ -35,7 +35,7 @@ class SavedGraph:
 
     stem: str
     ids: IntArray
-    vectors: FloatArray
+    vectors: Rows
     graph: Any
 
 
@@ -103,10 +103,10 @@ def _read_graph(directory: str, stem: str, block_size: int, dim: int, fmt: Vecto
     if misfit is not None or graph.ntotal != block_size:
         return misfit or f"its graph covers {graph.ntotal} of {block_size} rows"
     if fmt == "float32":
-        vectors = flat_rows(graph)
+        vectors: Rows = flat_rows(graph)
     else:
         path = os.path.join(directory, stem + VECTORS_SUFFIX)
         if not os.path.exists(path) or os.path.getsize(path) != block_size * dim * 4:
             return f"its full-precision rows ({stem + VECTORS_SUFFIX}) are missing or damaged"
-        vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(block_size, dim))
+        vectors = DiskRows(path, block_size, dim)
     return SavedGraph(stem, ids, vectors, graph)

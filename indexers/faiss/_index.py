@@ -15,11 +15,12 @@ import numpy.typing as npt
 
 from ragflow.documents import Hit, VectorRecord
 from ragflow.errors import ConfigError, IndexStoreError
+from ragflow.filters import MetadataFilter
 
 from ._blocks import ROW_MASK, Block, BlockView, Snapshot
-from ._compact import VECTOR_FORMATS, VectorFiles, VectorFormat, flat_rows, graph_storage
+from ._compact import VECTOR_FORMATS, DiskRows, VectorFiles, VectorFormat, flat_rows, graph_storage
 from ._files import load_snapshot, save_snapshot
-from ._graph_files import delete_graph, new_stem, read_graphs, write_graph
+from ._graph_files import delete_graph, read_graphs, write_graph
 from ._graphs import GraphBuilder, covered_rows
 from ._groups import MetadataGroups
 from ._search import FilterMatches, Predicate, SearchSettings, search_snapshot
@@ -42,7 +43,7 @@ class IndexStats:
     graphs_pending: int
     """Full blocks still searched exactly while their graph is built (none while graphs are off)."""
     memory_bytes: int
-    """Vectors, codes, ids, bitmaps and graphs held in memory; memory-mapped full-precision rows of
+    """Vectors, codes, ids, bitmaps and graphs held in memory; the on-disk full-precision rows of
     compact blocks, texts and metadata are not counted."""
     graphs: bool = False
     """Whether full blocks get HNSW graphs (``hnsw``, or ``auto`` past its threshold)."""
@@ -65,9 +66,11 @@ class FaissIndex:
         background: build graphs and codes in background threads (else inside ``apply``).
         build_threads: how many full blocks are built at once in the background.
         vectors: how full blocks hold vectors for search: ``"float32"``, or compact ``"float16"`` /
-            ``"sq8"`` (8-bit scalar-quantized) codes, with the full-precision rows in memory-mapped files
-            used to re-rank candidates exactly.
-        rerank: compact blocks only: candidates taken from the codes per hit wanted, then re-ranked.
+            ``"sq8"`` (8-bit scalar-quantized) codes, with full blocks' full-precision rows in files, used
+            to re-rank candidates exactly (read with ``pread``, never mapped: only the rows a query
+            re-ranks pass through memory).
+        rerank: compact vectors only: a query's best ``rerank * k`` candidates by their codes, over all
+            blocks, are re-ranked with their full-precision rows.
         vector_dir: compact blocks only: the folder for their full-precision rows (default: a temporary
             folder, removed with the index).
         graph_dir: a folder where each full block's graph is kept once built (with its compact rows), so
@@ -250,8 +253,6 @@ class FaissIndex:
                 block.codes = graph_storage(graph)
             elif complete:
                 block.vectors = flat_rows(graph)  # the graph holds the same rows: one copy, not two
-            if complete and self.graph_dir is not None and block.stem is None:
-                block.stem = new_stem()
         if complete and self.graph_dir is not None and block.stem is not None:
             write_graph(self.graph_dir, block.stem, block)
             if not self._is_stored(block):  # compacted away meanwhile: its files go too
@@ -342,7 +343,9 @@ class FaissIndex:
         if k <= 0 or snapshot.count == 0:
             return [[] for _ in queries]
         match = self._matches.of(snapshot, filter, self._groups.values) if filter is not None else None
-        return search_snapshot(snapshot, queries, k, match, self._settings)
+        return search_snapshot(
+            snapshot, queries, k, match, self._settings, keep_match=isinstance(filter, MetadataFilter)
+        )
 
     def stats(self) -> IndexStats:
         """Sizes of the current contents."""
@@ -351,7 +354,7 @@ class FaissIndex:
         for view in snapshot.views:
             block = view.block
             memory += block.ids.nbytes + block.gids.nbytes + view.live.nbytes
-            if not isinstance(block.vectors, np.memmap):
+            if not isinstance(block.vectors, DiskRows):
                 memory += block.vectors.nbytes
             if block.codes is not None:
                 memory += block.codes.sa_code_size() * block.codes.ntotal
@@ -386,7 +389,7 @@ class FaissIndex:
         """Replace the contents with those saved at ``path`` (atomically for readers). Saved graphs and
         codes that fit this index's configuration are adopted; a damaged or unfitting one is logged and
         rebuilt in the background, its block searched exactly meanwhile. Compact blocks' full-precision
-        rows stay in the file, memory-mapped.
+        rows stay in the file, read when needed.
 
         Raises:
             IndexStoreError: the file is missing, unreadable, not an index file, damaged (beyond its
@@ -398,6 +401,7 @@ class FaissIndex:
         with self._write_lock:
             self._writer, self._groups, self._snapshot = writer, groups, snapshot
             self._matches.clear()
+            self._settings.cache.clear()
             self._graphs_on = self.kind == "hnsw" or any(v.block.hnsw is not None for v in snapshot.views)
             self._switch_on_graphs()
             self._schedule_blocks(view.block.number for view in snapshot.views)

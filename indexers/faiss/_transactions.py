@@ -24,6 +24,7 @@ from ._blocks import (
     FloatArray,
     IntArray,
     Metadata,
+    Rows,
     Snapshot,
     StoredText,
     clear_bits,
@@ -31,6 +32,7 @@ from ._blocks import (
     resized,
     set_bit_range,
 )
+from ._graph_files import new_stem
 from ._groups import metadata_key
 
 _NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
@@ -179,6 +181,7 @@ class BlockWriter:
             draft = self._tail(txn)
             block, used = draft.block, draft.used
             take = min(block.capacity - used, len(ids) - start)
+            assert isinstance(block.vectors, np.ndarray)  # the tail's rows are in memory
             block.vectors[used : used + take] = vectors[start : start + take]
             block.ids[used : used + take] = ids[start : start + take]
             block.gids[used : used + take] = gids[start : start + take]
@@ -191,6 +194,7 @@ class BlockWriter:
             draft.used += take
             draft.n_live += take
             if draft.used == self.block_size:
+                block.stem = new_stem()  # the name of its files (rows on disk, saved graph), if it gets any
                 txn.sealed.append(block)
             start += take
 
@@ -233,7 +237,7 @@ class BlockWriter:
         return len(self._dormant)
 
     def adopt(
-        self, txn: Transaction, ids: IntArray, vectors: FloatArray, graph: Any, codes: Any, stem: str
+        self, txn: Transaction, ids: IntArray, vectors: Rows, graph: Any, codes: Any, stem: str
     ) -> None:
         """A full block from a graph file, every row dormant (dead) until :meth:`revive` brings it back."""
         number = self._next_block
@@ -305,6 +309,7 @@ class BlockWriter:
             self._relocate(txn, draft)
             return self._tail(txn)
         block = draft.block
+        assert isinstance(block.vectors, np.ndarray)  # not full: in memory
         capacity = min(self.block_size, 2 * block.capacity)
         grown = Block(
             block.number,

@@ -263,6 +263,45 @@ def test_compiled_filter_answers_are_reused_and_extended_incrementally() -> None
     assert predicate.calls == 41
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kind": "flat"},
+        {"kind": "hnsw", "background": False},
+        {"kind": "hnsw", "vectors": "sq8", "background": False},
+    ],
+)
+def test_a_repeated_filter_follows_every_apply(options: dict[str, Any]) -> None:
+    """What a kept filter allows in each block is reused between searches: it must follow every apply
+    (rows deleted, added, moved by compaction, their metadata changed)."""
+    rng = np.random.default_rng(19)
+    pool = unit_vectors(300, 8, seed=20)
+    index = FaissIndex(8, block_size=32, **options)
+    predicate = compile_filter("doc == `1`", None)
+    model: dict[int, tuple[int, Vectors]] = {}
+    try:
+        for step in range(80):
+            chosen = rng.choice(200, size=int(rng.integers(1, 25)), replace=False).tolist()
+            upserts = [
+                VectorRecord(i, pool[(i * 7 + step) % 300], f"{i}@{step}", {"doc": int(rng.integers(3))})
+                for i in chosen
+            ]
+            deletes = rng.choice(200, size=int(rng.integers(0, 12)), replace=False).tolist()
+            index.apply(upserts, deletes)
+            for i in deletes:
+                model.pop(i, None)
+            for record in upserts:
+                model[record.id] = (record.metadata["doc"], record.vector)
+            query = pool[step]
+            wanted = {i for i, (doc, _) in model.items() if doc == 1}
+            hits = index.search(query, 1000, predicate)
+            assert {h.id for h in hits} == wanted
+            vectors = {i: v for i, (_, v) in model.items()}
+            assert hit_ids(index, query, 3, predicate) == brute_force(vectors, query, 3, wanted)
+    finally:
+        index.close()
+
+
 def test_dead_metadata_groups_are_released_without_breaking_results() -> None:
     index = FaissIndex(4, block_size=64)
     vectors = unit_vectors(5, 4, seed=19)
