@@ -214,7 +214,8 @@ def _is_upload(source: DocumentSource) -> bool:
 
 
 def _replica_store(config: RagflowConfig, kind: str) -> DocumentStore:
-    """A query replica over the configured shared index (``ReplicaStore``), which must be ``kind``."""
+    """A query replica over the configured shared index (``ReplicaStore``), which must be ``kind``, with
+    the ``retrieval:`` section's search defaults and reranker, as the embedded store has them."""
     from ragflow.store.replica import ReplicaStore
 
     if config.index.kind != kind:
@@ -223,7 +224,7 @@ def _replica_store(config: RagflowConfig, kind: str) -> DocumentStore:
             f"{config.index.kind!r}: set index: {{kind: {kind}, dsn: ..., table: ...}}"
         )
     embedder = config.build_embedder()
-    return ReplicaStore(config.build_index(embedder.dim), embedder=embedder)
+    return ReplicaStore(config.build_index(embedder.dim), embedder=embedder, **config.retrieval_options())
 
 
 def _stop_store(store: DocumentStore) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from ..documents import Embedder, Metadata, VectorIndex
 from ..errors import ConfigError
 from ..filters import compile_filter
+from ..retrieval import CrossEncoderReranker, RetrievalSettings
 from ..sources import EmitChanges
 from .document_store import DocumentStore
 from .reports import DocumentError, DocumentStatus
@@ -59,18 +60,39 @@ class ReplicaStore(DocumentStore):
     Args:
         index: The shared index (a ``PgvectorIndex`` on the database the workers write to).
         embedder: Embeds queries; it must be the model the workers embed chunks with.
+        lexical: Whether lexical and hybrid search are served (the index's own words; ``False``:
+            vector only), as ``DocumentStore``'s.
+        retrieval: The search defaults a request does not override (mode, fusion, reranking), as
+            ``DocumentStore``'s; ``RagflowConfig.retrieval_options()`` gives these three from the
+            configuration's ``retrieval:`` section.
+        reranker: The cross-encoder of ``rerank``, as ``DocumentStore``'s.
 
     Raises:
         ConfigError: ``index`` keeps no catalog of documents (a local index such as faiss).
     """
 
-    def __init__(self, index: VectorIndex, *, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        index: VectorIndex,
+        *,
+        embedder: Embedder | None = None,
+        lexical: bool = True,
+        retrieval: RetrievalSettings | None = None,
+        reranker: CrossEncoderReranker | None = None,
+    ) -> None:
         if not isinstance(index, SharedCatalog):
             raise ConfigError(
                 f"a query replica needs a shared index that keeps its documents (such as pgvector), "
                 f"not {type(index).__name__}"
             )
-        super().__init__([_NothingToIndex()], embedder=embedder, index=index)
+        super().__init__(
+            [_NothingToIndex()],
+            embedder=embedder,
+            index=index,
+            lexical=lexical,
+            retrieval=retrieval,
+            reranker=reranker,
+        )
         self.catalog: SharedCatalog = index
 
     def statistics(
