@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ragflow.embedders.batching import cheapest_batch_ends, similar_length_end
 from ragflow.embedders.hardware import check_device
 from ragflow.embedders.local_plan import Counters, EmbedderStats, Setup
 from ragflow.embedders.onnx_graph import OnnxModel, load_graph
@@ -52,9 +53,6 @@ _CL100K_TOKENS_PER_WORD_PIECE = 0.5
 # code and names fewer; 16 leaves the window full for any text but runs of whitespace or single words of
 # more than 16 letters, and the model never reads past its window anyway.
 _QUERY_CHARS_PER_WORD_PIECE = 16
-
-# How much padding a bulk batch may carry, as a share of its real word-pieces (see _similar_length_end).
-_MAX_PADDING = 0.25
 
 
 class LocalEmbedder:
@@ -365,16 +363,32 @@ class LocalEmbedder:
             self.query_priority.bulk_batch_size(1)
             return self._forward(model, texts, self.plan_for(1))
         order = np.argsort(lengths, kind="stable")
+        sorted_lengths = lengths[order]
+        ends = self._cheapest_ends(sorted_lengths)
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         start = 0
         while start < len(order):
-            # waiting queries go first; while they keep coming, batches shrink so they wait less
+            # waiting queries go first; while they keep coming, passes shrink so they wait less
             size = self.query_priority.bulk_batch_size(self.batch_size)
-            end = _similar_length_end(lengths[order], start, size)
+            if ends:
+                end = min(ends[0], start + size)
+                if end == ends[0]:
+                    ends.pop(0)
+            else:
+                end = similar_length_end(sorted_lengths, start, size)
             batch = order[start:end]
             vectors[batch] = self._forward(model, [texts[i] for i in batch], self.plan_for(len(batch)))
             start = end
         return vectors
+
+    def _cheapest_ends(self, sorted_lengths: npt.NDArray[np.intp]) -> list[int]:
+        """The cost model's cuts of a bulk embedding into passes (empty where a path the plan takes has
+        no cost model: then passes end where padding grows too large)."""
+        plan, costs = self._setup.plan, self._setup.pass_costs
+        if plan is None or not costs or any(p not in costs for p in plan.precisions):
+            return []
+        # +2: the special tokens around every text
+        return cheapest_batch_ends(sorted_lengths + 2, self.batch_size, lambda n: costs[plan.for_batch(n)])
 
     def _forward(
         self, model: SentenceTransformer, texts: list[str], precision: Precision
@@ -451,22 +465,6 @@ class LocalEmbedder:
             np.asarray(weights, dtype=np.float32),
             np.asarray(lengths, dtype=np.intp),
         )
-
-
-def _similar_length_end(sorted_lengths: npt.NDArray[np.intp], start: int, size: int) -> int:
-    """Where the batch that starts at ``start`` of texts sorted by length ends: after at most ``size``
-    texts, and before padding (every text padded to the batch's longest) would exceed
-    ``_MAX_PADDING`` of the batch's real tokens. A chunk edit's texts range from a dozen to 150
-    word-pieces; cut this way they embedded ~20% faster than in one padded batch (2 AVX2 cores)."""
-    end = start + 1
-    total = int(sorted_lengths[start])
-    while end < min(start + size, len(sorted_lengths)):
-        longest = int(sorted_lengths[end])
-        if (end - start + 1) * longest > (1 + _MAX_PADDING) * (total + longest):
-            break
-        total += longest
-        end += 1
-    return end
 
 
 def _override(variable: str, configured: str) -> str:

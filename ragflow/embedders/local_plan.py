@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ragflow.embedders.batching import PassCost, fit_pass_costs
 from ragflow.embedders.hardware import Hardware, detect_hardware
 from ragflow.embedders.precision import (
     Calibration,
@@ -17,6 +18,7 @@ from ragflow.embedders.precision import (
     calibrate,
     calibration_cache_path,
     calibration_key,
+    calibration_texts,
     load_calibration,
     machine_load,
     plan_precision,
@@ -82,6 +84,8 @@ class Setup:
         self.hardware: Hardware | None = None
         self.calibration: Calibration | None = None
         self.plan: PrecisionPlan | None = None
+        self.pass_costs: dict[Precision, PassCost] = {}
+        """What a forward pass costs per precision (from the calibration; empty without one)."""
 
     def detect(self, requested: str) -> Hardware:
         with self._lock:
@@ -106,6 +110,8 @@ class Setup:
                 forced=embedder.precision,
                 batch_size=embedder._batch_size,
             )
+            if calibration is not None:
+                self.pass_costs = _pass_costs(calibration, model)
         logger.info(
             "%s on %s: batches of %d in %s, single texts in %s (%s)",
             embedder.model_id,
@@ -115,6 +121,22 @@ class Setup:
             self.plan.single,
             self.plan.reason,
         )
+
+
+def _pass_costs(calibration: Calibration, model: SentenceTransformer) -> dict[Precision, PassCost]:
+    """The calibration's timings as a cost per pass and per word-piece, for each precision."""
+    chunks, query = calibration_texts()
+    counted = model.tokenizer([*chunks, query], truncation=True, verbose=False)["input_ids"]
+    chunk_word_pieces = sum(len(ids) for ids in counted[:-1]) / len(chunks)
+    costs = fit_pass_costs(calibration, chunk_word_pieces, len(counted[-1]))
+    logger.debug(
+        "cost per pass: %s",
+        ", ".join(
+            f"{p}: {c.fixed * 1e3:.1f} ms + {c.per_word_piece * 1e6:.1f} us/word-piece"
+            for p, c in costs.items()
+        ),
+    )
+    return costs
 
 
 def _calibration(embedder: LocalEmbedder, model: SentenceTransformer, hardware: Hardware) -> Calibration:

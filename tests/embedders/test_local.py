@@ -60,7 +60,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_bulk_batches_end_before_padding_outgrows_a_quarter_of_their_tokens() -> None:
-    end = ragflow.embedders.local._similar_length_end
+    end = ragflow.embedders.batching.similar_length_end
     lengths = np.array([10, 11, 12, 40, 41, 42, 43, 150])
     assert end(lengths, 0, 8) == 3  # 40 would pad 10, 11, 12 to four times their length
     assert end(lengths, 3, 8) == 7 and end(lengths, 3, 2) == 5  # similar lengths fill up to the size
