@@ -514,12 +514,14 @@ class PgvectorIndex:
             want *= _GROWTH
 
     def _document_frequencies(self, conn: Any, terms: Sequence[str]) -> dict[str, int]:
-        """How many chunks hold each of ``terms``, counted through the GIN index."""
-        counts = ", ".join("count(*) FILTER (WHERE lexemes @@ %s::tsquery)" for _ in terms)
-        row = conn.execute(
-            f"SELECT {counts} FROM {self.tables.chunks} WHERE lexemes @@ %s::tsquery",
-            [*(tsquery([t]) for t in terms), tsquery(terms)],
-        ).fetchone()
+        """How many chunks hold each of ``terms``, counted through the GIN index: one count per word (a
+        bitmap scan whose rows need no test), not one scan of the chunks holding any of them with each
+        word tested on every row (measured at 100k chunks: 1.6 -> 1.2 ms of PostgreSQL CPU, 2.0 -> 1.1
+        ms per question)."""
+        counts = ", ".join(
+            f"(SELECT count(*) FROM {self.tables.chunks} WHERE lexemes @@ %s::tsquery)" for _ in terms
+        )
+        row = conn.execute(f"SELECT {counts}", [tsquery([t]) for t in terms]).fetchone()
         return dict(zip(terms, (int(n) for n in row), strict=True))
 
     def _corpus(self, conn: Any) -> CorpusStatistics:
