@@ -35,6 +35,10 @@ __all__ = ["Counters", "EmbedderStats", "Setup"]
 
 logger = logging.getLogger(__name__)
 
+# Part of the calibration cache's key: raised whenever a path's speed changes in ragflow's own code, so
+# that timings measured before are measured again. 2: bfloat16 on weights cast once (bf16_linear_twin).
+_PATHS_VERSION = 2
+
 
 @dataclass(frozen=True, slots=True)
 class EmbedderStats:
@@ -144,7 +148,13 @@ def _calibration(embedder: LocalEmbedder, model: SentenceTransformer, hardware: 
     import torch
 
     key = calibration_key(
-        embedder.model_id, embedder._path, hardware.device, hardware.name, hardware.threads, torch.__version__
+        embedder.model_id,
+        embedder._path,
+        hardware.device,
+        hardware.name,
+        hardware.threads,
+        torch.__version__,
+        _PATHS_VERSION,
     )
     path = calibration_cache_path()
     cached = load_calibration(path, key)

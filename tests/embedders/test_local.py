@@ -187,6 +187,28 @@ def test_bf16_vectors_match_float32_within_the_bound_on_real_text(float32_embedd
 
 
 @pytest.mark.model
+def test_the_bf16_twin_gives_autocasts_vectors_with_weights_cast_once(embedder: LocalEmbedder) -> None:
+    import torch
+
+    model = embedder.load()
+    twin = ragflow.embedders.local.bf16_linear_twin(model)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    twin_linear = [m for m in twin.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(m.weight.dtype == torch.float32 for m in linear)  # the original is untouched
+    assert all(m.weight.dtype == torch.bfloat16 for m in twin_linear)
+    linear_ids = {id(p) for m in linear for p in m.parameters()}
+    others = [p for p in model.parameters() if id(p) not in linear_ids]
+    twin_ids = {id(p) for p in twin.parameters()}
+    assert others and all(id(p) in twin_ids for p in others)  # embeddings and norms are shared, not copied
+    texts = ["copy a directory tree", stdlib_prose()[:600], "log to a file with rotation"]
+    features = model.preprocess(texts)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(dict(features))["sentence_embedding"].float()
+        cast_once = twin(dict(features))["sentence_embedding"].float()
+    assert torch.equal(reference, cast_once)
+
+
+@pytest.mark.model
 def test_forced_precision_and_batch_size_skip_the_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_calibration(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a forced precision with a batch size needs no calibration")
