@@ -84,19 +84,19 @@ def real_model_rate(texts: list[str]) -> float | None:
 
 INDEX_KIND = "flat"
 """The faiss index kind (``--index``): with ``hnsw`` (or ``auto`` past its threshold) a restore also
-rebuilds the graphs, unless ``--keep-graphs`` keeps them in the state directory (``graph_dir``)."""
-KEEP_GRAPHS = False
+rebuilds the graphs, unless they are kept in the state directory (its ``graphs`` folder: the default;
+``--no-keep-graphs`` turns it off)."""
+KEEP_GRAPHS = True
 
 
 def store_over(folder: Path, state: Path, embedder: FastEmbedder) -> DocumentStore:
     from ragflow.indexers.faiss import FaissIndex
 
-    graph_dir = str(state / "graphs") if KEEP_GRAPHS else None
     return DocumentStore(
         FolderSource(folder, reconcile_interval=None),
         embedder=embedder,
-        state_dir=state,
-        index=FaissIndex(dim=DIM, kind=INDEX_KIND, graph_dir=graph_dir),  # type: ignore[arg-type]
+        state_dir=state,  # the store keeps the index's graphs in its "graphs" folder unless told not to
+        index=FaissIndex(dim=DIM, kind=INDEX_KIND, keep_graphs=KEEP_GRAPHS),
     )
 
 
@@ -216,7 +216,7 @@ def report(results: list[dict[str, float]]) -> list[str]:
             f"| {ratio_text} | ≤ 10% | {met} |"
         )
     if INDEX_KIND != "flat":
-        how = "adopted from graph_dir or built" if KEEP_GRAPHS else "rebuilt"
+        how = "adopted from the state directory or built" if KEEP_GRAPHS else "rebuilt"
         lines.append("")
         lines += [
             f"- {r['chunks']:,.0f} chunks: searchable at ready (exactly where a graph is missing); every "
@@ -253,7 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--index", choices=["flat", "hnsw", "auto"], default="flat", help="the faiss index kind"
     )
-    parser.add_argument("--keep-graphs", action="store_true", help="keep graphs in the state directory")
+    parser.add_argument(
+        "--keep-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep graphs in the state directory (the default; --no-keep-graphs rebuilds them)",
+    )
     args = parser.parse_args(argv)
     global INDEX_KIND, KEEP_GRAPHS
     INDEX_KIND, KEEP_GRAPHS = args.index, args.keep_graphs

@@ -65,6 +65,14 @@ def delete_graph(directory: str, stem: str) -> None:
             os.unlink(os.path.join(directory, stem + suffix))
 
 
+def clear_graphs(directory: str) -> None:
+    """Delete every block's files (graph and full-precision rows) in ``directory``."""
+    for name in os.listdir(directory):
+        if name.endswith((SUFFIX, VECTORS_SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+
+
 def read_graphs(directory: str, block_size: int, dim: int, fmt: VectorFormat) -> list[SavedGraph]:
     """The intact graph files in ``directory`` that fit this index; others are logged and deleted (their
     blocks are rebuilt from the rows the store brings back)."""

@@ -20,7 +20,7 @@ from ragflow.filters import MetadataFilter
 from ._blocks import ROW_MASK, Block, BlockView, Snapshot
 from ._compact import VECTOR_FORMATS, DiskRows, VectorFiles, VectorFormat, flat_rows, graph_storage
 from ._files import load_snapshot, save_snapshot
-from ._graph_files import delete_graph, read_graphs, write_graph
+from ._graph_files import clear_graphs, delete_graph, read_graphs, write_graph
 from ._graphs import GraphBuilder, covered_rows
 from ._groups import MetadataGroups
 from ._search import FilterMatches, Predicate, SearchSettings, search_snapshot
@@ -76,6 +76,10 @@ class FaissIndex:
         graph_dir: a folder where each full block's graph is kept once built (with its compact rows), so
             that a new index on it, refilled by a store's restore, adopts the graphs instead of rebuilding
             them: its rows come back when an upsert brings the same id and vector. Not with ``flat``.
+            Unset, a store with a state directory gives the index its ``graphs`` folder
+            (:meth:`keep_graphs_in`).
+        keep_graphs: with ``graph_dir`` unset, whether :meth:`keep_graphs_in` takes the folder a store
+            offers (``False``: graphs are rebuilt after every restart, and no disk is spent on them).
 
     Vectors are L2-normalised on the way in, so ``dist`` is the cosine distance whatever the input
     scale. An apply is atomic for readers, deletes go before upserts (an id in both ends up present
@@ -128,6 +132,7 @@ class FaissIndex:
         rerank: int = 4,
         vector_dir: str | os.PathLike[str] | None = None,
         graph_dir: str | os.PathLike[str] | None = None,
+        keep_graphs: bool = True,
     ) -> None:
         if dim <= 0:
             raise ConfigError(f"FaissIndex dim must be positive, got {dim}")
@@ -180,9 +185,34 @@ class FaissIndex:
         )
         self._snapshot = Snapshot((), self._groups.values, 0, 0)
         self._appended_while_adopting = 0
-        self.graph_dir = os.fspath(graph_dir) if graph_dir is not None and kind != "flat" else None
-        if self.graph_dir is not None:
+        self.keep_graphs = keep_graphs
+        self.graph_dir: str | None = None
+        if graph_dir is not None and kind != "flat":
+            self.graph_dir = os.fspath(graph_dir)
             self._adopt_saved_graphs()
+
+    def keep_graphs_in(self, directory: str | os.PathLike[str], adopt: bool = True) -> bool:
+        """Keep full blocks' graphs in ``directory`` from now on, as ``graph_dir`` would have; a store
+        with a state directory calls it before its restore. ``adopt``: take the graphs the folder holds
+        (for the restore to revive); ``False`` when the store restores nothing (a new or emptied state),
+        whose graphs are stale: they are deleted.
+
+        Does nothing (and says so by returning ``False``) where ``graph_dir`` was given, ``keep_graphs``
+        is off, the index is ``flat``, or it already holds rows (adopted blocks must come first).
+        """
+        with self._write_lock:
+            if self.graph_dir is not None or not self.keep_graphs or self.kind == "flat":
+                return False
+            if self._snapshot.views:
+                _log.info("not keeping graphs in %s: the index already holds rows", directory)
+                return False
+            self.graph_dir = os.fspath(directory)
+            if adopt:
+                self._adopt_saved_graphs()
+            else:
+                os.makedirs(self.graph_dir, exist_ok=True)
+                clear_graphs(self.graph_dir)
+            return True
 
     # ----------------------------------------------------------------------------------- writes
 

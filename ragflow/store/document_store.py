@@ -45,7 +45,7 @@ from ..sources import position_scope
 from .async_api import AsyncStoreMethods
 from .checkpoint_wait import CheckpointWaits
 from .document_table import DocumentTable
-from .parts import StoreParts
+from .parts import StoreParts, keep_index_graphs
 from .reports import DocumentError, DocumentStatus, Progress, SourceReport, StoreReports
 from .restore import restore_checkpoint
 from .updates import UpdateHub
@@ -76,9 +76,11 @@ class DocumentStore(AsyncStoreMethods):
     there, and every ``checkpoint_interval`` seconds (and on ``stop``) the parsed documents and each
     source's position are committed to ``state.sqlite`` in one transaction. The next store on that
     directory loads them into the index at once and resumes each source from its position, so only what
-    changed while it was stopped is parsed and embedded. A state written for another embedding model or
-    parser/splitter is refused with a ``ConfigError`` (``IncompatibleStateError``), or emptied with
-    ``on_incompatible_state="rebuild"``; a damaged one is moved aside and rebuilt.
+    changed while it was stopped is parsed and embedded. An index that keeps graphs (the faiss index's
+    HNSW graphs) keeps them in the ``graphs`` folder there, so that a restart adopts them instead of
+    rebuilding them. A state written for another embedding model or parser/splitter is refused with a
+    ``ConfigError`` (``IncompatibleStateError``), or emptied with ``on_incompatible_state="rebuild"``; a
+    damaged one is moved aside and rebuilt.
     """
 
     def __init__(
@@ -178,6 +180,7 @@ class DocumentStore(AsyncStoreMethods):
             if seeded:
                 assert seed is not None
                 saved = seed  # a new generation starts from the saved parses of the one it replaces
+            keep_index_graphs(self.index, self.state_dir, adopt=bool(saved.documents))
             # vectors first: a checkpoint's documents should find theirs in the cache
             save_unsaved = tolerant.save_unsaved if tolerant is not None else None
             self._checkpointer = Checkpointer(state, checkpoint_interval, before_write=save_unsaved)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..persistence import STATE_FILE
 from ..retrieval import LEXICAL_FILE
+from .parts import GRAPHS_DIR
 
 __all__ = [
     "GENERATIONS_DIR",
@@ -111,11 +112,11 @@ def next_generation(root: Path, pointer: Pointer) -> str:
 
 
 def remove_generation(root: Path, name: str) -> None:
-    """Delete generation ``name``'s files: its directory, or for the root one its state files only (the
-    cache, the uploads and the other generations stay)."""
+    """Delete generation ``name``'s files: its directory, or for the root one its state files and its
+    index's kept graphs only (the cache, the uploads and the other generations stay)."""
     if name == ".":
         files = [f"{name}{suffix}" for name in (STATE_FILE, LEXICAL_FILE) for suffix in ("", "-wal", "-shm")]
-        for file in [*files, RECIPE_FILE]:
+        for file in [*files, RECIPE_FILE, GRAPHS_DIR]:
             with contextlib.suppress(FileNotFoundError):
                 _remove(root / file)
         return

@@ -5,12 +5,16 @@ replica of it for queries and the ``faiss`` index."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..documents import Embedder, Parser, Splitter, VectorIndex
 from ..errors import ConfigError
 from ..plugins import load_indexer
 
-__all__ = ["StoreParts"]
+__all__ = ["GRAPHS_DIR", "StoreParts", "keep_index_graphs"]
+
+GRAPHS_DIR = "graphs"
+"""In a state directory: the folder its store offers the index for graphs kept across restarts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,16 @@ class StoreParts:
         splitter = self.splitter
         fields = {k: v for k, v in vars(splitter).items() if isinstance(v, int | str | float)}
         return f"parse:{type(self.parser).__qualname__}:{type(splitter).__qualname__}{sorted(fields.items())}"
+
+
+def keep_index_graphs(index: VectorIndex, state_dir: Path, adopt: bool) -> None:
+    """Offer ``index`` the ``graphs`` folder of ``state_dir`` for its graphs, if it keeps graphs
+    (``keep_graphs_in``: the faiss index's, unless its configuration chose a folder or none): a restart
+    then adopts them instead of rebuilding them. ``adopt``: the store restores saved chunks (else what
+    the folder holds is stale)."""
+    keep = getattr(index, "keep_graphs_in", None)
+    if callable(keep):
+        keep(state_dir / GRAPHS_DIR, adopt)
 
 
 def _query_embedder(embedder: Embedder) -> Embedder:

@@ -93,7 +93,7 @@ def test_flat_and_small_auto_indexes_never_build_graphs() -> None:
 
 def saved_hnsw(tmp_path: Path, **options: object) -> tuple[FaissIndex, str, Vectors]:
     vectors = unit_vectors(2000, 16, seed=45)
-    index = FaissIndex(16, kind="hnsw", block_size=256, background=False, **options)  # type: ignore[arg-type]
+    index = FaissIndex(16, kind="hnsw", block_size=256, background=False, **options)
     index.apply(records(vectors), [])
     index.apply([], range(0, 2000, 7))
     path = str(tmp_path / "index.bin")
