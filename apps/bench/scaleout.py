@@ -399,6 +399,7 @@ def load_query_table(dsn: str, table: str, chunks: int, dim: int) -> dict[str, f
             "current_setting('shared_buffers')",
             (f'"{table}"', f'"{table}_hnsw"', f'"{table}_lexemes"'),
         ).fetchone()
+    assert sizes is not None
     print(
         f"table {sizes[0] / 2**20:.0f} MiB, HNSW {sizes[1] / 2**20:.0f} MiB, GIN {sizes[2] / 2**20:.0f} MiB, "
         f"shared_buffers {sizes[3]}",
@@ -432,6 +433,31 @@ def query(chunks: int, searches: int, shared_buffers: Sequence[str] = ("128MB", 
         server.restart()
         _drop(dsn, table)
     return result
+
+
+def _rare_df(index: Any, question: str, count: Callable[[Any, Any, Sequence[str]], object] | None) -> None:
+    """Count the ``df`` of ``question``'s words that the planner statistics do not give, with ``count``
+    (default: the index's own way)."""
+    from ragflow.indexers.pgvector._lexical import query_terms
+
+    with index._pool.connection() as conn:
+        terms = query_terms(question)
+        known = index._corpus(conn).known_df(terms)
+        rare = [t for t in terms if t not in known]
+        if rare:
+            index._document_frequencies(conn, rare) if count is None else count(index, conn, rare)
+
+
+def _df_one_scan(index: Any, conn: Any, terms: Sequence[str]) -> object:
+    """The index's former count: one bitmap scan of the chunks holding any of ``terms``, each word
+    tested on each of their rows."""
+    from ragflow.indexers.pgvector._lexical import tsquery
+
+    counts = ", ".join("count(*) FILTER (WHERE lexemes @@ %s::tsquery)" for _ in terms)
+    return conn.execute(
+        f"SELECT {counts} FROM {index.tables.chunks} WHERE lexemes @@ %s::tsquery",
+        [*(tsquery([t]) for t in terms), tsquery(terms)],
+    ).fetchone()
 
 
 def _post(http: Any, url: str, body: dict[str, Any]) -> None:
@@ -477,6 +503,12 @@ def _replica_times(dsn: str, table: str, dim: int, searches: int) -> dict[str, A
     sql["lexical k=30, filter 1/4"] = _timed(
         [functools.partial(index.lexical_search, q, 30, team) for q in asked]
     )
+    # the rare words' counts as the index made them before 2026-12-07 04:08 and as it makes them now
+    for form, count in (
+        ("one scan testing each word (before)", _df_one_scan),
+        ("a count per word (now)", None),
+    ):
+        sql[f"rare words' df: {form}"] = _timed([functools.partial(_rare_df, index, q, count) for q in asked])
     sql["hybrid k=30 (both, one snapshot)"] = _timed(
         [functools.partial(index.hybrid_search, known[q], q, 30) for q in asked]
     )

@@ -8,10 +8,10 @@ them; a GIN index finds the chunks holding a word. PostgreSQL's own parsers woul
 or ``max_wal_senders`` differently from the embedded index; a ``tsvector`` literal keeps both the same.
 
 **Ranking.** BM25 with the embedded index's constants, so the two rank alike: for each query word ``t``,
-``idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * words / avg_words))``, where ``tf`` comes from
-``ts_rank_cd`` of the single word (0.1 per occurrence) and ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``.
+``idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * words / avg_words))``, where ``tf`` is read from
+``ts_rank`` of the single word (``frequency_sql``) and ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``.
 PostgreSQL's own ``ts_rank_cd`` over the whole query has no idf: on the PostgreSQL-manual questions it
-ranked far below BM25 (docs/benchmarks.md), so it only serves as the term-frequency reader here.
+ranked far below BM25 (docs/benchmarks.md); PostgreSQL's rankings only serve to read a frequency here.
 
 **Corpus statistics** (``N``, the average length, each word's ``df``) are exact for a table below
 ``EXACT_BELOW`` chunks or never analysed (counted). Above it, ``N`` and the average length come from
@@ -43,6 +43,7 @@ __all__ = [
     "CorpusStatistics",
     "Probe",
     "QueryPlan",
+    "frequency_sql",
     "lexemes",
     "query_terms",
     "tsquery",
@@ -61,6 +62,8 @@ FIRST_PASS_MIN_ROWS = 1_000
 MAX_SUBSETS = 128
 """More sets of words than this in the second pass: it asks for any of the remaining words instead."""
 
+_ZETA2 = 1.64493406685
+"""pi^2 / 6 as PostgreSQL's ``ts_rank`` writes it (tsrank.c), to invert what it returns."""
 _MAX_LEXEME_BYTES = 2046  # PostgreSQL refuses longer words ("word is too long")
 _MAX_POSITION = 16383  # PostgreSQL clamps later positions to this one
 _MAX_POSITIONS = 256  # and keeps at most this many positions per word
@@ -90,6 +93,23 @@ def lexemes(text: str) -> tuple[str, int]:
 def query_terms(query: str) -> list[str]:
     """The distinct words of ``query`` a chunk can hold, in order."""
     return [t for t in dict.fromkeys(lexical_tokens(query)) if len(t.encode()) <= _MAX_LEXEME_BYTES]
+
+
+def frequency_sql(query: str = "%s") -> str:
+    """SQL for how many times ``lexemes`` holds the word of ``query``, a one-word ``tsquery`` (default:
+    a parameter): 0 to 256, PostgreSQL's most positions per word.
+
+    ``ts_rank`` of one word that occurs ``n`` times (each position of weight D, 0.1) is
+    ``0.1 * (1 + 1/2^2 + ... + 1/n^2) / (pi^2 / 6)``, a float4 that tells every ``n`` up to 256 apart;
+    since ``pi^2 / 6 - (1 + ... + 1/n^2)`` is ``1 / (n + 1/2)`` to within ``1 / (12 n^3)``, ``n`` is the
+    rounded ``1 / (pi^2 / 6 - sum) - 1/2`` (exact for every ``n``, tested against PostgreSQL).
+    ``ts_rank_cd`` of the word gives ``0.1 * n`` directly, but zeroes 32 kB per call (a position
+    array of PostgreSQL's largest size): at 100k chunks that made a lexical search's PostgreSQL CPU
+    18.7 ms per question against 13.6 ms this way (docs/benchmarks.md)."""
+    return (
+        f"round(1.0::float8 / ({_ZETA2!r}::float8 - ts_rank(lexemes, {query}::tsquery, 0) "
+        f"* {10 * _ZETA2!r}::float8) - 0.5::float8)"
+    )
 
 
 def tsquery(terms: Sequence[str]) -> str:
@@ -158,11 +178,10 @@ class QueryPlan:
 
     def weights(self, average_words: float) -> list[float]:
         """The parameters of ``score_sql``'s expression: per word, its weight and its length terms."""
-        # tf_i is ts_rank_cd of the word alone: 0.1 per occurrence, so k1 is scaled by 0.1 too
         average = max(average_words, 1e-9)
         out: list[float] = []
         for idf in self.idf:
-            out += [(K1 + 1) * idf, 0.1 * K1 * (1 - B), 0.1 * K1 * B / average]
+            out += [(K1 + 1) * idf, K1 * (1 - B), K1 * B / average]
         return out
 
     def second_pass(self, theta: float, probe: Probe) -> str | None:
@@ -215,7 +234,7 @@ def score_sql(terms: int, chunks: str, where: str) -> str:
     ``where``, best first, at most a limit of them: its parameters are ``QueryPlan.weights`` (3 per
     word), each word's ``tsquery``, the match, ``where``'s own, then the limit. Only the ids and scores
     of the candidates are sorted; the best rows' texts and metadata are read once they are known."""
-    frequencies = ", ".join(f"ts_rank_cd(lexemes, %s::tsquery, 0) AS tf{i}" for i in range(terms))
+    frequencies = ", ".join(f"{frequency_sql()} AS tf{i}" for i in range(terms))
     score = " + ".join(f"%s * tf{i} / (tf{i} + %s + %s * words)" for i in range(terms))
     # OFFSET 0 keeps the innermost query whole, so each frequency is read once per row
     return (

@@ -30,6 +30,7 @@ from ragflow.indexers.pgvector import _index as index_module
 from ragflow.indexers.pgvector._lexical import (
     Probe,
     QueryPlan,
+    frequency_sql,
     lexemes,
     query_terms,
     score_parameters,
@@ -104,6 +105,21 @@ def test_tokens_are_the_embedded_index_tokens_with_positions() -> None:
         for text in ["it's a 'quoted' back\\slash ü日本語", "x" * 3000 + " short", "w " * 20_000, ""]:
             literal, _ = lexemes(text)
             conn.execute("SELECT %s::tsvector", (literal,))  # PostgreSQL accepts every literal
+
+
+def test_a_words_frequency_is_read_exactly_for_every_count_postgresql_keeps() -> None:
+    texts = [" ".join(["w", "other"] * n) or "other" for n in range(257)] + ["w " * 1000]
+    with psycopg.connect(shared_postgres().dsn, autocommit=True) as conn:
+        for text in texts:
+            literal, _ = lexemes(text)
+            row = conn.execute(
+                f"SELECT {frequency_sql()}, ts_rank_cd(lexemes, 'w', 0) "
+                "FROM (SELECT %s::tsvector AS lexemes) AS t",
+                ("'w'", literal),
+            ).fetchone()
+            assert row is not None
+            kept = min(text.split().count("w"), 256)  # PostgreSQL keeps 256 positions per word
+            assert (row[0], round(10 * row[1])) == (kept, kept), text[:40]
 
 
 def test_lexical_hits_equal_the_embedded_bm25_index(index: PgvectorIndex) -> None:
