@@ -32,6 +32,7 @@ Three measurements:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,20 @@ def query(chunks: int, searches: int, shared_buffers: Sequence[str] = ("128MB", 
     return result
 
 
+@contextlib.contextmanager
+def _former_frequencies() -> Iterator[None]:
+    """The lexical search reading each word's frequency with ``ts_rank_cd`` (0.1 per occurrence, times
+    10), as the index did before 2026-12-07 04:20, while the block runs."""
+    from ragflow.indexers.pgvector import _lexical
+
+    current = _lexical.frequency_sql
+    _lexical.frequency_sql = lambda query="%s": f"(10 * ts_rank_cd(lexemes, {query}::tsquery, 0))"
+    try:
+        yield
+    finally:
+        _lexical.frequency_sql = current
+
+
 def _rare_df(index: Any, question: str, count: Callable[[Any, Any, Sequence[str]], object] | None) -> None:
     """Count the ``df`` of ``question``'s words that the planner statistics do not give, with ``count``
     (default: the index's own way)."""
@@ -502,6 +517,13 @@ def _replica_times(dsn: str, table: str, dim: int, searches: int) -> dict[str, A
     sql["lexical k=30"] = _timed([functools.partial(index.lexical_search, q, 30) for q in asked])
     sql["lexical k=30, filter 1/4"] = _timed(
         [functools.partial(index.lexical_search, q, 30, team) for q in asked]
+    )
+    with _former_frequencies():  # a chunk's word frequencies read with ts_rank_cd, as before 04:20
+        sql["lexical k=30, frequencies by ts_rank_cd (before)"] = _timed(
+            [functools.partial(index.lexical_search, q, 30) for q in asked]
+        )
+    sql["lexical k=30 (again, after the line above)"] = _timed(
+        [functools.partial(index.lexical_search, q, 30) for q in asked]
     )
     # the rare words' counts as the index made them before 2026-12-07 04:08 and as it makes them now
     for form, count in (
