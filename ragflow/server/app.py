@@ -32,12 +32,13 @@ from .mcp import MCP_PATH, McpEndpoint
 from .metrics import ServerMetrics
 from .middleware import Authenticate, HealthCheck, LimitBodySize, RecordRequests, StripTrailingSlash
 from .openapi import build_openapi
+from .probe_server import ProbeServer
 from .routes import add_routes
 from .shedding import LoadShedder, ShedLoad
 from .state import ServerState, Uploads
 from .web import add_web_routes
 
-__all__ = ["create_app", "serve", "tls_files"]
+__all__ = ["create_app", "http_server", "serve", "tls_files"]
 
 log = logging.getLogger("ragflow.server")
 
@@ -174,18 +175,8 @@ def serve(
         ConfigError: only one of ``tls_cert`` and ``tls_key`` is given, or one cannot be read.
     """
     state: ServerState = app.state.ragflow
-    certfile, keyfile = tls_files(tls_cert, tls_key)
+    server = http_server(app, host, port, tls_cert=tls_cert, tls_key=tls_key, access_log=access_log)
     state.owns_store = True
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=10,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        access_log=access_log,
-    )
-    server = uvicorn.Server(config)
     in_main = threading.current_thread() is threading.main_thread()
     # uvicorn re-raises the signal that stopped it once it is done; make that a no-op so serve returns
     ignored = (
@@ -198,6 +189,30 @@ def serve(
     finally:
         for sig, handler in ignored.items():
             signal.signal(sig, handler)
+
+
+def http_server(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    access_log: bool = False,
+) -> uvicorn.Server:
+    """The uvicorn server ``serve`` runs (``run()`` until ``should_exit``), its health checks answered by
+    a ``HealthListener`` over plain HTTP (see ``ProbeServer``)."""
+    certfile, keyfile = tls_files(tls_cert, tls_key)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=10,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        access_log=access_log,
+    )
+    return ProbeServer(config, app.state.ragflow)
 
 
 @asynccontextmanager
