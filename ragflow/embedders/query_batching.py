@@ -1,14 +1,16 @@
 """Queries first: concurrent queries are embedded together in one forward pass (the model, not the number of
-queries, is the cost: sixteen short queries in one pass cost little more than one), and indexing gives way to
-waiting queries between its batches. ``QueryBatcher`` does the first; ``QueryPriority``, shared by a model's
-query and indexing instances, the second."""
+queries, is the cost: sixteen short queries in one pass cost little more than one), a query asked again takes
+its vector from a small cache instead of the model, and indexing gives way to waiting queries between its
+batches. ``QueryBatcher`` does the first two; ``QueryPriority``, shared by a model's query and indexing
+instances, the last."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -109,7 +111,10 @@ class QueryBatcher:
 
     Queries go through the embedder's ``embed_queries`` where it has one (the local model: cut to its window
     before tokenizing), else its ``embed``; its ``query_priority`` (shared with the indexing instance) is
-    told how many queries wait.
+    told how many queries wait. The vectors of the last ``cache_size`` distinct query texts are kept
+    (0: none): a query asked again (a dashboard's refresh, a retry, a client polling for a change) costs no
+    forward pass, and takes no processor from indexing. A batcher serves one model, so its cache never
+    outlives it.
 
     Example:
         >>> class Ones:  # an embedder: model_id, dim, embed
@@ -121,7 +126,13 @@ class QueryBatcher:
     """
 
     def __init__(
-        self, embedder: Embedder, *, max_batch: int = 32, max_wait: float = 0.002, idle_exit: float = 5.0
+        self,
+        embedder: Embedder,
+        *,
+        max_batch: int = 32,
+        max_wait: float = 0.002,
+        idle_exit: float = 5.0,
+        cache_size: int = 1024,
     ) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
@@ -140,12 +151,42 @@ class QueryBatcher:
         """Forward passes made (calls to the embedder)."""
         self.queries = 0
         """Queries embedded."""
+        self.cache_size = cache_size
+        self.cache_hits = 0
+        """Queries answered from the cache (not embedded)."""
+        self._cache: OrderedDict[bytes, npt.NDArray[np.float32]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """The vectors of ``texts``, embedded with whatever other queries are waiting."""
-        pending = _Pending(list(texts))
-        if not pending.texts:
+        """The vectors of ``texts``: from the cache, or embedded with whatever other queries are waiting."""
+        texts = list(texts)
+        if not texts:
             return self._embed([])
+        if self.cache_size <= 0:
+            return self._embed_waiting(texts)
+        keys = [_cache_key(text) for text in texts]
+        with self._cache_lock:
+            known = [self._cache.get(key) for key in keys]
+            for key, vector in zip(keys, known, strict=True):
+                if vector is not None:
+                    self._cache.move_to_end(key)
+            self.cache_hits += sum(vector is not None for vector in known)
+        missing = {key: text for key, text, v in zip(keys, texts, known, strict=True) if v is None}
+        if missing:
+            vectors = self._embed_waiting(list(missing.values()))
+            found = {key: vectors[i].copy() for i, key in enumerate(missing)}
+            with self._cache_lock:
+                for key, vector in found.items():
+                    self._cache[key] = vector
+                    self._cache.move_to_end(key)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            known = [found[key] if v is None else v for key, v in zip(keys, known, strict=True)]
+        return np.stack([vector for vector in known if vector is not None]).astype(np.float32, copy=False)
+
+    def _embed_waiting(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """The vectors of ``texts``, embedded in the next pass with whatever other queries are waiting."""
+        pending = _Pending(texts)
         with self._waiting(len(pending.texts)):
             with self._cond:
                 self._queue.append(pending)
@@ -208,3 +249,8 @@ class QueryBatcher:
 
     def _count(self) -> int:
         return sum(len(pending.texts) for pending in self._queue)
+
+
+def _cache_key(text: str) -> bytes:
+    """A query's key in the cache: a digest, so that a megabyte query does not hold a megabyte there."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -144,3 +144,37 @@ def test_under_a_constant_stream_of_queries_indexing_takes_its_turn() -> None:
             first.close()
             indexing.join(5)
             assert sizes == [2], "indexing waited for a query that came after it"
+
+
+def test_a_query_asked_again_takes_its_vector_from_the_cache_not_the_model() -> None:
+    embedder = SlowEmbedder(seconds=0.0)
+    batcher = QueryBatcher(embedder)
+    first = batcher.embed(["where is the harbor lantern?", "how do tides work"])
+    first[0][:] = 0.0  # what a caller does with its array does not reach the cache
+    again = batcher.embed(["how do tides work", "where is the harbor lantern?"])
+    np.testing.assert_array_equal(
+        again, HashingEmbedder(dim=16).embed(["how do tides work", "where is the harbor lantern?"])
+    )
+    assert embedder.calls == [["where is the harbor lantern?", "how do tides work"]]  # one pass, no second
+    assert (batcher.cache_hits, batcher.queries) == (2, 2)
+    assert batcher.embed(["new one", "new one"]).shape == (2, 16)
+    assert embedder.calls[-1] == ["new one"]  # the same text twice in one call: embedded once
+
+
+def test_the_cache_keeps_the_most_recently_asked_queries_only() -> None:
+    embedder = SlowEmbedder(seconds=0.0)
+    batcher = QueryBatcher(embedder, cache_size=2)
+    for text in ["a", "b", "a", "c"]:  # "b" is the least recently asked when "c" comes
+        batcher.embed([text])
+    assert [call[0] for call in embedder.calls] == ["a", "b", "c"]
+    batcher.embed(["a"])
+    batcher.embed(["b"])
+    assert [call[0] for call in embedder.calls] == ["a", "b", "c", "b"]
+
+
+def test_a_cache_of_size_zero_embeds_every_query() -> None:
+    embedder = SlowEmbedder(seconds=0.0)
+    batcher = QueryBatcher(embedder, cache_size=0)
+    batcher.embed(["same"])
+    batcher.embed(["same"])
+    assert len(embedder.calls) == 2 and batcher.cache_hits == 0
