@@ -22,7 +22,7 @@ from typing import Any
 from ragflow import __version__
 from ragflow.errors import ConfigError
 
-from ._probe import Probe
+from ._probe import Probe, ProbeError
 from ._results import ChangeRecord, FreshnessResult
 from ._server import ServerProcess
 from ._targets import FolderTarget, KafkaTarget, S3Target, SourceTarget
@@ -278,6 +278,7 @@ class FreshnessRun:
         count = min(size, len(self.workload.live))
         docs = [self.workload.live[n] for n in self.rng.sample(sorted(self.workload.live), count)]
         metrics = self.probe.metrics()
+        embedding = _embed_seconds(self.probe)
         started = self.now()
         pending = [self._write(self.workload.change(ChangeKind.EDIT, doc)) for doc in docs]
         written = self.now()
@@ -295,6 +296,10 @@ class FreshnessRun:
             burst["chunks_embedded"] = after["ragflow_chunks_embedded"] - metrics.get(
                 "ragflow_chunks_embedded", 0.0
             )
+        embedded = _embed_seconds(self.probe)
+        if embedding is not None and embedded is not None:
+            # the server's own time inside its embedder over the burst: what "the time to embed them" is
+            burst["embed_s"] = embedded - embedding
         self.result.bursts.append(burst)
         self.result.records.extend(self._record(p, "burst") for p in pending)
         self.options.progress(f"burst of {count} edits: the last visible {burst['seconds']:.2f} s after")
@@ -425,3 +430,14 @@ def make_target(options: FreshnessOptions, folder: Path, run_id: str) -> SourceT
 def run_freshness(options: FreshnessOptions) -> FreshnessResult:
     """Run the freshness benchmark with ``options`` and return what it measured."""
     return FreshnessRun(options).run()
+
+
+def _embed_seconds(probe: Probe) -> float | None:
+    """Seconds the server has spent embedding so far, from ``/v1/statistics`` (ragflow's ``embedder``
+    entry); ``None`` from a server that does not say."""
+    try:
+        embedder = probe.statistics().get("embedder")
+    except (ProbeError, OSError):
+        return None
+    seconds = embedder.get("embed_seconds") if isinstance(embedder, dict) else None
+    return float(seconds) if isinstance(seconds, int | float) else None

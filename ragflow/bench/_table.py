@@ -76,6 +76,11 @@ def run_figures(result: FreshnessResult) -> list[str]:
         )
         if "chunks_embedded" in burst:
             text += f", {burst['chunks_embedded']:.0f} chunks embedded"
+        if burst.get("embed_s"):
+            text += (
+                f"; the server's embedder spent {ms(burst['embed_s'])} on them: visible after "
+                f"{burst['seconds'] / burst['embed_s']:.2f}x the time to embed them"
+            )
         lines.append(text)
     if result.restart:
         r = result.restart
