@@ -23,7 +23,9 @@ Three measurements:
   vector search costs what it would, it ranks nothing), then the GIN and HNSW indexes and ``VACUUM
   ANALYZE``. The 158 questions of ``apps/eval_data`` are asked in turn, and a replica's time is taken
   apart: the index's SQL alone (vector at two ``ef_search`` values, lexical, hybrid in one snapshot, with
-  and without a filter that a quarter of the chunks pass), ``ReplicaStore.retrieve`` and ``/v1/retrieve``
+  and without a filter that a quarter of the chunks pass; the lexical search also with its former
+  ``ts_rank_cd`` frequencies, and the rare words' counts the former way, to compare in the same run),
+  ``ReplicaStore.retrieve`` and ``/v1/retrieve``
   over HTTP with the queries' vectors known beforehand (what the store and REST add), the real model's
   query embedding alone, and ``/v1/retrieve`` end to end with the real model. Each with PostgreSQL's CPU
   per query, from /proc.
