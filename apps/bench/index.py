@@ -19,10 +19,12 @@ With ``--restore``: a store's restart, which refills a new index from its saved 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -358,7 +360,7 @@ def measure_index(
     metas = [scale_metadata(doc) for doc in range(size // CHUNKS_PER_DOC + 1)]
     rss_before = rss_mb()
     options = {"build_threads": BUILD_THREADS, **SCALE_CONFIGS[config]}
-    index = FaissIndex(384, **options)  # type: ignore[arg-type]
+    index = FaissIndex(384, **options)
     began = time.perf_counter()
     for start, rows in data.chunks():
         batch = [
@@ -423,18 +425,52 @@ def restart_probe(path: Path, config: str, workdir: Path) -> dict[str, float]:
     return parsed
 
 
+class GcPauses:
+    """The garbage collector's pauses (milliseconds) while recording, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+        self.recording = False
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.recording:
+            self.pauses.append((time.perf_counter() - self._started) * 1e3)
+
+    def take(self) -> list[float]:
+        pauses, self.pauses = self.pauses, []
+        return pauses
+
+
 def probe(path: str, config: str, workdir: Path) -> None:
-    """The restarted process: load, then search at once, as a restarted server would."""
+    """The restarted process: load, then search at once, as a restarted server would; then the same
+    queries again (what a warm process answers), with the garbage collector's pauses of each pass."""
     rss_start = rss_mb()
+    gc_pauses = GcPauses()
     began = time.perf_counter()
-    index = FaissIndex(384, **SCALE_CONFIGS[config])  # type: ignore[arg-type]
+    index = FaissIndex(384, **SCALE_CONFIGS[config])
     index.load(path)
     load_s = time.perf_counter() - began
     stats = index.stats()
     queries, truth = np.load(workdir / "queries.npy"), np.load(workdir / "truth.npy")
     found: list[list[int]] = []
     cpu: list[float] = []
-    times = [timed_cpu_ms(lambda: found.append([h.id for h in index.search(q, 10)]), cpu) for q in queries]  # noqa: B023
+    preempted = faults = 0
+    gc_pauses.recording = True
+    times = []
+    for query in queries:
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        times.append(timed_cpu_ms(lambda: found.append([h.id for h in index.search(query, 10)]), cpu))  # noqa: B023
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+        preempted += after.ru_nivcsw > before.ru_nivcsw  # another process took the core mid-query
+        faults += after.ru_majflt - before.ru_majflt  # pages read from disk
+    first_pauses = gc_pauses.take()
+    again = [timed_ms(lambda: index.search(q, 10)) for q in queries]  # noqa: B023
+    again_pauses = gc_pauses.take()
+    gc_pauses.recording = False
     rss_after = rss_mb()
     # Then 1,000 more queries (the ones above, moved a little), filtered and not: does RSS keep growing?
     predicate = compile_filter(SCALE_FILTER, None)
@@ -449,7 +485,16 @@ def probe(path: str, config: str, workdir: Path) -> None:
         "p50_ms": float(np.median(times)),
         "p99_ms": float(np.percentile(times, 99)),
         "cpu_ms": float(np.median(cpu)),
+        "cpu_p99_ms": float(np.percentile(cpu, 99)),
+        "preempted": preempted,
+        "major_faults": faults,
         "recall": recall(found, truth),
+        "gc_ms": sum(first_pauses),
+        "gc_max_ms": max(first_pauses, default=0.0),
+        "again_p50_ms": float(np.median(again)),
+        "again_p99_ms": float(np.percentile(again, 99)),
+        "again_gc_ms": sum(again_pauses),
+        "load_average": os.getloadavg()[0],
         "rss_mb": rss_after,
         "rss_growth_mb": rss_after - rss_start,
         "rss_after_1000_mb": rss_mb(),
@@ -639,9 +684,10 @@ def scale_markdown(results: list[ScaleResult], searches: int) -> str:
         "| vectors | data | config | search p50 | p99 | CPU p50 | recall@10 | 1% filter p50 | p99 | CPU p50 "
         "| recall@10 | edit apply p50 | applies s | graphs after s | index MiB | RSS growth MiB | save s "
         "| file MiB | restart: load s | first query ms | p50 | p99 | CPU p50 | recall@10 | RSS MiB "
-        "| after 1,000 more | of it file pages | peak |",
+        "| after 1,000 more | of it file pages | peak | CPU p99 | queries preempted | major faults "
+        "| GC pauses in those queries ms (max) | same queries again p50 | p99 | load average |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         p = r.restart
@@ -653,7 +699,10 @@ def scale_markdown(results: list[ScaleResult], searches: int) -> str:
             f"| {r.save_s:.1f} | {r.file_mb:.0f} | {p['load_s']:.1f} | {p['first_ms']:.1f} "
             f"| {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['cpu_ms']:.2f} | {p['recall']:.3f} "
             f"| {p['rss_mb']:.0f} | {p['rss_after_1000_mb']:.0f} | {p['rss_file_mb']:.0f} "
-            f"| {p['rss_peak_mb']:.0f} |"
+            f"| {p['rss_peak_mb']:.0f} | {p['cpu_p99_ms']:.2f} | {p['preempted']:.0f} "
+            f"| {p['major_faults']:.0f} "
+            f"| {p['gc_ms']:.1f} ({p['gc_max_ms']:.1f}) | {p['again_p50_ms']:.2f} "
+            f"| {p['again_p99_ms']:.2f} | {p['load_average']:.1f} |"
         )
     return "\n".join(lines)
 
