@@ -112,7 +112,7 @@ class HealthListener:
         self.answer, self.record, self.adopt, self.headers = answer, record, adopt, headers
         self.on_failure = on_failure
         self.idle_timeout = idle_timeout
-        self._listeners = [socket.fromfd(s.fileno(), s.family, s.type) for s in listeners]
+        self._listeners = [socket.fromfd(s.fileno(), s.family, s.type, s.proto) for s in listeners]
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = socket.socketpair()
         self._stopping = False
@@ -170,6 +170,10 @@ class HealthListener:
                 log.error("cannot accept a connection: %s; accepting again in 1 s", exc)
                 self._pause_accepting()
                 return
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # as asyncio does for the connections it accepts: a response written in two parts must
+                # not wait for the client's delayed ACK (40 ms)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             self._selector.register(sock, selectors.EVENT_READ, _Connection(sock, time.monotonic()))
 

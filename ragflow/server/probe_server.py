@@ -70,7 +70,7 @@ class ProbeServer(uvicorn.Server):
     def _accept_in_loop(self, loop: asyncio.AbstractEventLoop, listeners: list[socket.socket]) -> None:
         """Accept on ``listeners`` in the loop again (the health listener failed)."""
         for listener in listeners:
-            own = socket.fromfd(listener.fileno(), listener.family, listener.type)
+            own = socket.fromfd(listener.fileno(), listener.family, listener.type, listener.proto)
             own.setblocking(False)
             self._fallback.append(own)
             loop.add_reader(own.fileno(), self._accept_ready, loop, own)

@@ -5,6 +5,7 @@ every other request (on a new or a kept-alive connection) to the loop unchanged,
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from ragflow.connectors.folder import FolderSource
 from ragflow.server import create_app
 from ragflow.server.app import http_server
-from ragflow.server.health_listener import parse_probe, probe_response
+from ragflow.server.health_listener import HealthListener, parse_probe, probe_response
 from ragflow.server.probe_server import ProbeServer
 from ragflow.store import DocumentStore
 from tests.fakes.hashing_embedder import HashingEmbedder
@@ -108,6 +109,30 @@ def test_a_kept_alive_connection_goes_on_to_the_loop_after_its_probes(blockable:
         if line.startswith("ragflow_http_requests_total{") and "/healthz" in line
     ]
     assert probes and float(probes[0].rsplit(" ", 1)[1]) >= 4, probes
+
+
+def test_connections_handed_to_the_loop_have_nagle_off_like_its_own() -> None:
+    """asyncio turns Nagle off only on sockets that say they are TCP; without it a response written in two
+    parts waits for the client's delayed ACK (40 ms a request)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    adopted: queue.Queue[socket.socket] = queue.Queue()
+    health = HealthListener(
+        [listener], answer=lambda path: None, record=lambda path, s: None, adopt=adopted.put, headers=list
+    )
+    health.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=10) as client:
+            client.sendall(b"GET /v1/statistics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock = adopted.get(timeout=10)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert sock.proto == socket.IPPROTO_TCP
+            assert sock.recv(100, socket.MSG_PEEK).startswith(b"GET /v1/statistics")  # left unread
+            sock.close()
+    finally:
+        health.stop()
+        listener.close()
 
 
 def test_pipelined_probes_and_a_closing_probe_over_a_raw_socket(blockable: Blockable) -> None:
