@@ -12,6 +12,10 @@ process and search at once). ``.venv/bin/python -m apps.bench.index --scale --si
 With ``--graphs``: one HNSW graph per size, built and searched directly with faiss (what larger blocks
 would cost): ``.venv/bin/python -m apps.bench.index --graphs --sizes 65536,262144 --ef-construction 40,64``.
 
+With ``--reload``: an index built in the process against the same index saved and loaded, queries
+interleaved, so that both are timed under the same load: ``.venv/bin/python -m apps.bench.index --reload
+--sizes 1000000 --data clustered --searches 100``.
+
 With ``--restore``: a store's restart, which refills a new index from its saved chunks, without and with
 ``graph_dir`` (graphs rebuilt, or adopted): ``.venv/bin/python -m apps.bench.index --restore --sizes 262144``.
 """
@@ -555,6 +559,72 @@ def main_graphs(args: argparse.Namespace, sizes: list[int]) -> None:
     print("\n".join(lines))
 
 
+def main_reload(args: argparse.Namespace, sizes: list[int]) -> None:
+    """An index built in this process against the same index saved and loaded, their queries interleaved
+    in one thread (same moment, same load): whether a restarted index searches slower than a built one."""
+    base_path = Path(tempfile.gettempdir()) / f"ragflow-bench-real-{args.real_chunks}.npy"
+    base = real_vectors(args.real_chunks, base_path) if "real" in args.data.split(",") else None
+    lines = [
+        f"faiss {faiss.__version__}, {os.cpu_count()} cores; dim 384, faiss_kind auto, {args.searches} "
+        "queries, each asked of the built index and of the loaded one in turn (which first alternates), "
+        "3 rounds; wall p50 / p99, CPU p50 / p99 in ms, queries preempted (involuntary context switches).",
+        "",
+        "| vectors | data | round | load average | built: p50 | p99 | CPU p50 | CPU p99 | preempted "
+        "| loaded: p50 | p99 | CPU p50 | CPU p99 | preempted | recall@10 built / loaded |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="ragflow-bench-reload-") as tmp:
+        for size in sizes:
+            for kind in args.data.split(","):
+                data = ScaleData(kind, size, args.seed, base)
+                queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
+                (truth,) = exact_top10(data, queries, [None])
+                built = FaissIndex(384, build_threads=args.build_threads)
+                for start, rows in data.chunks():
+                    ids = range(start, start + len(rows))
+                    metas = [scale_metadata(i // CHUNKS_PER_DOC) for i in ids]
+                    records = zip(ids, rows, metas, strict=True)
+                    built.apply([VectorRecord(i, v, f"chunk {i}", m) for i, v, m in records], [])
+                built.wait_for_graphs()
+                path = Path(tmp) / "index.bin"
+                built.save(str(path))
+                loaded = FaissIndex(384)
+                loaded.load(str(path))
+                for round_ in range(3):
+                    cells = interleaved(built, loaded, queries, truth)
+                    lines.append(f"| {size:,} | {kind} | {round_ + 1} | {os.getloadavg()[0]:.1f} | {cells} |")
+                    print(lines[-1], flush=True)
+                built.close()
+                loaded.close()
+                del built, loaded
+                path.unlink()
+    print("\n".join(lines))
+
+
+def interleaved(
+    first: FaissIndex, second: FaissIndex, queries: npt.NDArray[np.float32], truth: IntArray
+) -> str:
+    """Each query asked of both indexes in turn; their timings as table cells."""
+    samples: list[list[tuple[float, float, bool]]] = [[], []]
+    found: list[list[list[int]]] = [[], []]
+    for i, query in enumerate(queries):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            index = (first, second)[which]
+            before = resource.getrusage(resource.RUSAGE_THREAD)
+            cpu: list[float] = []
+            wall = timed_cpu_ms(lambda: found[which].append([h.id for h in index.search(query, 10)]), cpu)  # noqa: B023
+            preempted = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw > before.ru_nivcsw
+            samples[which].append((wall, cpu[0], preempted))
+    cells = []
+    for timings in samples:
+        walls, cpus = [t[0] for t in timings], [t[1] for t in timings]
+        cells.append(
+            f"{np.median(walls):.2f} | {np.percentile(walls, 99):.2f} | {np.median(cpus):.2f} "
+            f"| {np.percentile(cpus, 99):.2f} | {sum(t[2] for t in timings)}"
+        )
+    return " | ".join(cells) + f" | {recall(found[0], truth):.3f} / {recall(found[1], truth):.3f}"
+
+
 RESTORE_BATCH = 10_000
 """Chunks per apply in the restore probe (a store's restore applies its saved chunks in batches)."""
 
@@ -772,6 +842,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="instead: one HNSW graph per size (what larger blocks would cost), at --ef-construction values",
     )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="instead: a built index against the same index saved and loaded, queries interleaved",
+    )
     parser.add_argument("--ef-construction", default="40", help="with --graphs: comma-separated")
     parser.add_argument("--ef-search", default="32,64,128,192", help="with --graphs: comma-separated")
     parser.add_argument("--hnsw-m", type=int, default=16, help="with --graphs")
@@ -796,6 +871,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.graphs:
         main_graphs(args, sizes)
+        return
+    if args.reload:
+        main_reload(args, sizes)
         return
     results = []
     for size in sizes:
