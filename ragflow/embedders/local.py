@@ -54,6 +54,11 @@ _CL100K_TOKENS_PER_WORD_PIECE = 0.5
 # more than 16 letters, and the model never reads past its window anyway.
 _QUERY_CHARS_PER_WORD_PIECE = 16
 
+# bfloat16 passes pad their texts to a multiple of this many word-pieces: on an AMX Xeon, batches of 4-16
+# real chunks ran 10-20% faster padded to 8 or 16 than at their exact length (oneDNN's matrix kernels
+# and their cached plans favour shapes that repeat and align with its tiles), and slower at 64.
+_BF16_LENGTH_MULTIPLE = 16
+
 
 class LocalEmbedder:
     """A sentence-transformers model on this machine: no network, no server.
@@ -413,6 +418,7 @@ class LocalEmbedder:
         if bf16:
             if self._bf16_twin is None:
                 self._bf16_twin = bf16_linear_twin(model)
+            features = _padded_to_multiple(features, _BF16_LENGTH_MULTIPLE, _max_seq_length(model))
             model = self._bf16_twin
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             embeddings = model(features)["sentence_embedding"]
@@ -471,6 +477,26 @@ class LocalEmbedder:
             np.asarray(weights, dtype=np.float32),
             np.asarray(lengths, dtype=np.intp),
         )
+
+
+def _padded_to_multiple(features: dict[str, Any], multiple: int, limit: int) -> dict[str, Any]:
+    """``features`` with their token tensors padded (pad id 0, attention 0) to a length that is a multiple
+    of ``multiple``, but not past ``limit`` (the model's window): masked positions change no vector, and
+    the matrix shapes repeat."""
+    import torch
+
+    mask = features.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[1] % multiple == 0:
+        return features
+    extra = min(multiple - mask.shape[1] % multiple, limit - mask.shape[1])
+    if extra <= 0:
+        return features
+    padded = dict(features)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        value = features.get(name)
+        if isinstance(value, torch.Tensor) and value.dim() == 2:
+            padded[name] = torch.nn.functional.pad(value, (0, extra), value=0)
+    return padded
 
 
 def bf16_linear_twin(model: Any) -> Any:

@@ -209,6 +209,38 @@ def test_the_bf16_twin_gives_autocasts_vectors_with_weights_cast_once(embedder: 
 
 
 @pytest.mark.model
+def test_bf16_passes_are_padded_to_a_multiple_of_word_pieces_without_changing_vectors(
+    embedder: LocalEmbedder,
+) -> None:
+    import torch
+
+    pad = ragflow.embedders.local._padded_to_multiple
+    model = embedder.load()
+    texts = ["copy a directory tree", stdlib_prose()[:300], "log to a file"]
+    features = model.preprocess(texts)
+    length = features["attention_mask"].shape[1]
+    padded = pad(features, 16, 256)
+    assert length % 16 and padded["attention_mask"].shape[1] == length + 16 - length % 16
+    assert (
+        int(padded["attention_mask"][:, length:].sum()) == 0
+        and int(padded["input_ids"][:, length:].sum()) == 0
+    )
+    twin = ragflow.embedders.local.bf16_linear_twin(model)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        exact = twin(dict(features))["sentence_embedding"].float()
+        aligned = twin(dict(padded))["sentence_embedding"].float()
+    cosines = torch.nn.functional.cosine_similarity(exact, aligned)
+    assert float(cosines.min()) > 0.99999
+    # never past the model's window
+    long = {
+        "attention_mask": torch.ones(2, 250, dtype=torch.long),
+        "input_ids": torch.ones(2, 250, dtype=torch.long),
+    }
+    assert pad(long, 16, 250)["attention_mask"].shape[1] == 250
+    assert pad(long, 16, 252)["input_ids"].shape[1] == 252
+
+
+@pytest.mark.model
 def test_forced_precision_and_batch_size_skip_the_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_calibration(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a forced precision with a batch size needs no calibration")
