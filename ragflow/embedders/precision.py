@@ -212,7 +212,8 @@ def plan_precision(
 
     ``forced`` (``float32``/``bfloat16``/``float32-onnx``) wins over any measurement. Under ``auto``, each
     batch size takes the fastest trusted path, where a path other than torch's float32 must be
-    ``MIN_GAIN`` faster than it. bfloat16 is never trusted on hardware without native bf16 (it is
+    ``MIN_GAIN`` faster than it, and the path of the next smaller size where that is within 5% of the
+    fastest. bfloat16 is never trusted on hardware without native bf16 (it is
     emulated there, and slower); no path is trusted unless it was measured and its vectors stayed within
     ``COSINE_BOUND`` of float32's. ``batch_size`` fixes the bulk batch; otherwise the fastest measured
     one is taken (the smallest within 5% of the fastest), or 8 without a calibration.
@@ -226,16 +227,24 @@ def plan_precision(
     if calibration is None or not trusted:
         return _float32_plan(calibration, batch_size, "; ".join(refusals))
     choice: dict[int, Precision] = {}
+    previous: Precision | None = None
     for size in calibration.sizes:
         fp32 = calibration.rate(size, Precision.FLOAT32)
         choice[size] = Precision.FLOAT32
         best = fp32
+        rates: dict[Precision, float] = {} if fp32 is None else {Precision.FLOAT32: fp32}
         for precision in trusted:
             rate = calibration.rate(size, precision)
             if rate is None or fp32 is None or rate < MIN_GAIN * fp32:
                 continue
+            rates[precision] = rate
             if best is None or rate > best:
                 choice[size], best = precision, rate
+        # within noise of the fastest, the path of the size below stays: fewer switches between paths,
+        # and a plan that does not flip from one start to the next on a busy machine
+        if previous in rates and best is not None and rates[previous] >= _NEAR_BEST * best:
+            choice[size] = previous
+        previous = choice[size]
     size = batch_size or _fastest_size(calibration, choice.__getitem__) or _DEFAULT_BATCH
     reason = "; ".join(["measured", *refusals])
     return PrecisionPlan(size, _compact(choice), reason)
