@@ -140,17 +140,23 @@ def test_lexical_hits_equal_the_embedded_bm25_index(index: PgvectorIndex) -> Non
     assert "os.path.join" in hit.text and hit.metadata["path"].startswith("dir")
 
 
+def _compiled(metadata_filter: str | None, glob: str | None) -> Callable[..., bool]:
+    made = compile_filter(metadata_filter, glob)
+    assert made is not None
+    return made
+
+
 def test_filters_apply_inside_the_lexical_search(index: PgvectorIndex) -> None:
     records = _records(_texts(300, 4))
     index.apply(records, [])
     embedded = LexicalIndex()
     embedded.apply(records, [])
     filters: list[Callable[..., bool]] = [
-        compile_filter("doc == `3`", None),  # translated to SQL
-        compile_filter(None, "dir1/**"),
-        compile_filter("doc == `3` || doc == `5`", "dir2/*"),
+        _compiled("doc == `3`", None),  # translated to SQL
+        _compiled(None, "dir1/**"),
+        _compiled("doc == `3` || doc == `5`", "dir2/*"),
         lambda metadata: metadata["doc"] in (1, 6),  # not translatable: checked on growing candidates
-        compile_filter("doc == `99`", None),  # matches nothing
+        _compiled("doc == `99`", None),  # matches nothing
     ]
     for predicate in filters:
         for query in QUERIES[:8]:
@@ -226,7 +232,10 @@ def test_hybrid_through_search_indexes_fuses_both_sides_of_one_snapshot(index: P
     assert indexes.lexical is not None and indexes.lexical.count() == 80
     vectors = {r.text: r.vector for r in records}
     retriever = Retriever(
-        indexes, lambda q: vectors.get(q, records[0].vector), lambda t: np.zeros((len(t), DIM)), lambda d: ()
+        indexes,
+        lambda q: vectors.get(q, records[0].vector),
+        lambda t: np.zeros((len(t), DIM), np.float32),
+        lambda d: (),
     )
     embedded = SearchIndexes(_ExactVectors(records), LexicalIndex())
     embedded.apply(records, [])
