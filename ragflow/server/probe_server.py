@@ -51,19 +51,23 @@ class ProbeServer(uvicorn.Server):
         if self.config.ssl is not None or not isinstance(loop, asyncio.SelectorEventLoop):
             return None
         listeners = [s for server in self.servers for s in server.sockets]
-        # the loop stops accepting on a socket once its reader is removed (True: it was accepting)
-        taken = [s for s in listeners if loop.remove_reader(s.fileno())]
-        if not taken:
+        if not listeners:
             return None
-        health = HealthListener(
-            taken,
-            answer=self._answer,
-            record=lambda path, seconds: self.state.metrics.record_request("GET", path, 200, seconds),
-            adopt=lambda sock: loop.call_soon_threadsafe(self._adopt, loop, sock),
-            headers=lambda: self.server_state.default_headers,
-            on_failure=lambda: loop.call_soon_threadsafe(self._accept_in_loop, loop, taken),
-            idle_timeout=self.config.timeout_keep_alive,
-        )
+        try:
+            health = HealthListener(
+                listeners,
+                answer=self._answer,
+                record=lambda path, seconds: self.state.metrics.record_request("GET", path, 200, seconds),
+                adopt=lambda sock: loop.call_soon_threadsafe(self._adopt, loop, sock),
+                headers=lambda: self.server_state.default_headers,
+                on_failure=lambda: loop.call_soon_threadsafe(self._accept_in_loop, loop, listeners),
+                idle_timeout=self.config.timeout_keep_alive,
+            )
+        except (OSError, ValueError) as exc:  # no copy of the sockets: the loop keeps accepting
+            log.warning("health checks are answered by the event loop: %s", exc)
+            return None
+        for listener in listeners:  # the loop stops accepting on a socket once its reader is removed
+            loop.remove_reader(listener.fileno())
         health.start()
         return health
 

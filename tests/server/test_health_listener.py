@@ -64,7 +64,7 @@ def blockable_server(root: Path) -> Iterator[Blockable]:
         stack.callback(thread.join, 15)
         stack.callback(setattr, server, "should_exit", True)
         stack.callback(release.set)
-        while not server.started:
+        while not server.started or server.health is None:  # the listener starts just after
             assert thread.is_alive(), "the server did not start"
             thread.join(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
