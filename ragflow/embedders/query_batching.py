@@ -31,10 +31,13 @@ class QueryPriority:
     ``max_yield`` seconds), so queries and indexing batches take turns: under a constant stream of queries
     indexing still makes a batch after each query pass, never starved. It returns a smaller batch
     (``size // shrink``) while queries keep coming (one came within ``recent`` seconds): a query that arrives
-    during an indexing batch then shares the processor with a short batch, not a long one.
+    during an indexing batch then shares the processor with a short batch, not a long one. By default batches
+    do not shrink (``shrink=1``): on 2 AMX Xeon cores, quiet, 1,000 files indexed under 40 queries/s from
+    16 clients took 6.2 s with 1, 8.1 s with 2 and 10.1 s with 4 (4.1 s without queries), while the queries'
+    p99 stayed at 32, 28 and 27 ms: passes cut by cost are short enough to share the processor.
 
     Example:
-        >>> priority = QueryPriority()
+        >>> priority = QueryPriority(shrink=4)
         >>> priority.bulk_batch_size(8)
         8
         >>> with priority.waiting(1):
@@ -44,7 +47,7 @@ class QueryPriority:
         2
     """
 
-    def __init__(self, *, max_yield: float = 0.1, recent: float = 0.5, shrink: int = 4) -> None:
+    def __init__(self, *, max_yield: float = 0.1, recent: float = 0.5, shrink: int = 1) -> None:
         self.max_yield = max_yield
         self.recent = recent
         self.shrink = shrink

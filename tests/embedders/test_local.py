@@ -397,6 +397,7 @@ def test_indexing_serves_waiting_queries_between_its_batches(
     replica.load()
     assert replica.query_priority is indexer.query_priority
     indexer.query_priority.max_yield = 30.0  # on a busy machine too: wait for every query
+    indexer.query_priority.shrink = 4  # off by default; the mechanism is what is tested here
     passes: list[tuple[str, int, float, float]] = []
     forward = LocalEmbedder._forward
 

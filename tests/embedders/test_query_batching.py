@@ -116,7 +116,7 @@ def test_indexing_waits_for_waiting_queries_then_takes_smaller_batches() -> None
 
 
 def test_indexing_never_waits_longer_than_max_yield() -> None:
-    priority = QueryPriority(max_yield=0.05)
+    priority = QueryPriority(max_yield=0.05, shrink=4)
     with priority.waiting(1):
         started = time.monotonic()
         priority.bulk_batch_size(8)
@@ -129,7 +129,7 @@ def test_without_queries_indexing_keeps_its_batch_size() -> None:
 
 
 def test_under_a_constant_stream_of_queries_indexing_takes_its_turn() -> None:
-    priority = QueryPriority(max_yield=30)
+    priority = QueryPriority(max_yield=30, shrink=4)
     sizes: list[int] = []
     with ExitStack() as first:
         first.enter_context(priority.waiting(1))
