@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ragflow.bench import FreshnessOptions, FreshnessResult, freshness_table, run_freshness
-from ragflow.bench._workload import ALL_KINDS, ChangeKind
+from ragflow.bench._workload import ALL_KINDS, parse_kinds
 from ragflow.cli._output import say
 from tests.servers.kafka import CONSUMER_SETTINGS, KafkaBroker, free_port
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoServer
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(ALL_KINDS), help="which kinds of change")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    args.kinds = tuple(ChangeKind(kind.strip()) for kind in args.kinds.split(",") if kind.strip())
+    args.kinds = parse_kinds(args.kinds)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ragflow-freshness-") as tmp:
         work = Path(tmp)

@@ -49,6 +49,14 @@ class ChangeKind(StrEnum):
 ALL_KINDS = tuple(ChangeKind)
 
 
+def parse_kinds(text: str) -> list[ChangeKind]:
+    """The kinds of change named in ``text`` (comma-separated), or a ``ConfigError`` saying which exist."""
+    try:
+        return [ChangeKind(k.strip()) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise ConfigError(f"--kinds takes {', '.join(ChangeKind)} (comma-separated), got {text!r}") from None
+
+
 @dataclass
 class Document:
     """One document of the workload: its name (relative to the run's folder, bucket prefix or topic) and

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> FreshnessOptions:
-    from ragflow.bench import ChangeKind, FreshnessOptions
+    from ragflow.bench import FreshnessOptions
+    from ragflow.bench._workload import parse_kinds
 
     if (args.url is None) == (args.server_cmd is None):
         raise ConfigError("give --server-cmd (start the server) or --url (attach to a running one)")
@@ -154,12 +155,7 @@ def _options(args: argparse.Namespace) -> FreshnessOptions:
         raise ConfigError("--source kafka needs --kafka-bootstrap HOST:PORT and --kafka-topic")
     if args.restart and not args.server_cmd:
         raise ConfigError("--restart needs --server-cmd: the benchmark must be able to restart the server")
-    try:
-        kinds = [ChangeKind(k.strip()) for k in args.kinds.split(",") if k.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--kinds takes {', '.join(ChangeKind)} (comma-separated), got {args.kinds!r}"
-        ) from None
+    kinds = parse_kinds(args.kinds)
     try:
         low, high = (float(x) for x in args.gap.split(","))
     except ValueError:

@@ -372,15 +372,15 @@ class LocalEmbedder:
         order = np.argsort(lengths, kind="stable")
         sorted_lengths = lengths[order]
         ends = self._cheapest_ends(sorted_lengths)
+        planned = 0  # the next of ``ends`` not reached yet
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         start = 0
         while start < len(order):
-            # waiting queries go first; while they keep coming, passes shrink so they wait less
+            # waiting queries go first; while they keep coming, passes may shrink so they wait less
             size = self.query_priority.bulk_batch_size(self.batch_size)
             if ends:
-                end = min(ends[0], start + size)
-                if end == ends[0]:
-                    ends.pop(0)
+                end = min(ends[planned], start + size)
+                planned += end == ends[planned]
             else:
                 end = similar_length_end(sorted_lengths, start, size)
             batch = order[start:end]

@@ -170,10 +170,7 @@ class HealthListener:
                 log.error("cannot accept a connection: %s; accepting again in 1 s", exc)
                 self._pause_accepting()
                 return
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                # as asyncio does for the connections it accepts: a response written in two parts must
-                # not wait for the client's delayed ACK (40 ms)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            send_at_once(sock)
             sock.setblocking(False)
             self._selector.register(sock, selectors.EVENT_READ, _Connection(sock, time.monotonic()))
 
@@ -248,3 +245,11 @@ class HealthListener:
         self._selector.close()
         for sock in (*self._listeners, self._wake_read, self._wake_write):
             sock.close()
+
+
+def send_at_once(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off on an accepted TCP connection, as asyncio does for the connections it
+    accepts itself (only where the socket says ``IPPROTO_TCP``; uvicorn's say 0): a response written in
+    two parts, or pipelined answers, must not wait for the client's delayed ACK (~40 ms)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -10,7 +10,7 @@ import socket
 
 import uvicorn
 
-from .health_listener import HealthListener
+from .health_listener import HealthListener, send_at_once
 from .state import ServerState
 
 __all__ = ["ProbeServer"]
@@ -103,11 +103,7 @@ class ProbeServer(uvicorn.Server):
                 config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
             )
 
-        # asyncio turns Nagle's algorithm off only for sockets made with proto IPPROTO_TCP, and uvicorn's
-        # listening sockets say 0: left on, a kept-alive client's every request after its first waited
-        # ~40 ms for a delayed ACK before the response's body went out (headers and body are two writes)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        send_at_once(sock)  # also for the loop's own fallback accepts (the listener failed)
         task = loop.create_task(loop.connect_accepted_socket(protocol, sock))
         self._adopting.add(task)
         task.add_done_callback(lambda done: self._adopted(done, sock))
