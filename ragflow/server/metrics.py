@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -56,49 +57,38 @@ class ServerMetrics:
         self.store = store
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.documents = Gauge("ragflow_documents", "Documents by indexing status", ["status"], registry=r)
-        self.chunks = Gauge("ragflow_chunks", "Chunks in the vector index", registry=r)
-        self.queued = Gauge("ragflow_queued_changes", "Source changes waiting for an epoch", registry=r)
-        self.errors = Gauge(
-            "ragflow_document_errors", "Documents or chunks that could not be indexed", registry=r
+        gauge = partial(Gauge, registry=r)
+        self.documents = gauge("ragflow_documents", "Documents by indexing status", ["status"])
+        self.chunks = gauge("ragflow_chunks", "Chunks in the vector index")
+        self.queued = gauge("ragflow_queued_changes", "Source changes waiting for an epoch")
+        self.errors = gauge("ragflow_document_errors", "Documents or chunks that could not be indexed")
+        self.ready = gauge("ragflow_ready", "1 once the initial snapshot is searchable")
+        self.last_indexed = gauge(
+            "ragflow_last_indexed_timestamp_seconds", "When the latest change became searchable"
         )
-        self.ready = Gauge("ragflow_ready", "1 once the initial snapshot is searchable", registry=r)
-        self.last_indexed = Gauge(
-            "ragflow_last_indexed_timestamp_seconds", "When the latest change became searchable", registry=r
+        self.embedded = gauge("ragflow_chunks_embedded", "Chunk texts embedded since start")
+        self.cache_hits = gauge("ragflow_embedding_cache_hits", "Chunk embeddings read from the cache")
+        self.embed_rate = gauge(
+            "ragflow_embed_rate_chunks_per_second", f"Chunks embedded per second over {_RATE_WINDOW_S:g} s"
         )
-        self.embedded = Gauge("ragflow_chunks_embedded", "Chunk texts embedded since start", registry=r)
-        self.cache_hits = Gauge(
-            "ragflow_embedding_cache_hits", "Chunk embeddings read from the cache", registry=r
-        )
-        self.embed_rate = Gauge(
-            "ragflow_embed_rate_chunks_per_second",
-            f"Chunks embedded per second over {_RATE_WINDOW_S:g} s",
-            registry=r,
-        )
-        self.embedder = Gauge(
+        self.embedder = gauge(
             "ragflow_embedder_info",
             "How the embedding model runs (1): device, precision of a full batch and of one text",
             ["device", "precision", "single_precision"],
-            registry=r,
         )
-        self.embedder_batch = Gauge("ragflow_embedder_batch_size", "Texts per forward pass", registry=r)
-        self.embedder_rate = Gauge(
+        self.embedder_batch = gauge("ragflow_embedder_batch_size", "Texts per forward pass")
+        self.embedder_rate = gauge(
             "ragflow_embedder_chunks_per_second",
             "Chunks per second inside the indexing model since start (its own time only)",
-            registry=r,
         )
-        self.query_passes = Gauge(
+        self.query_passes = gauge(
             "ragflow_query_embed_passes",
             "Forward passes that embedded retrieval queries since start (concurrent queries share one)",
-            registry=r,
         )
-        self.queries_embedded = Gauge(
-            "ragflow_queries_embedded", "Retrieval queries embedded since start", registry=r
-        )
-        self.indexing_yields = Gauge(
+        self.queries_embedded = gauge("ragflow_queries_embedded", "Retrieval queries embedded since start")
+        self.indexing_yields = gauge(
             "ragflow_indexing_yields",
             "Indexing batches that waited for queries to be embedded first, since start",
-            registry=r,
         )
         self.epochs = Counter("ragflow_epochs", "Epochs processed", registry=r)
         self.epoch_seconds = Histogram(
@@ -113,18 +103,15 @@ class ServerMetrics:
             buckets=_FRESHNESS_BUCKETS,
             registry=r,
         )
-        self.last_checkpoint = Gauge(
+        self.last_checkpoint = gauge(
             "ragflow_last_checkpoint_timestamp_seconds",
             "When the state directory last committed a checkpoint (0: never, or no state directory)",
-            registry=r,
         )
-        self.checkpoint_pending = Gauge(
-            "ragflow_checkpoint_pending_documents", "Documents changed since the last checkpoint", registry=r
+        self.checkpoint_pending = gauge(
+            "ragflow_checkpoint_pending_documents", "Documents changed since the last checkpoint"
         )
-        self.checkpoint_failures = Gauge(
-            "ragflow_checkpoint_failures",
-            "Checkpoints failed in a row (a full disk); 0 once one succeeds",
-            registry=r,
+        self.checkpoint_failures = gauge(
+            "ragflow_checkpoint_failures", "Checkpoints failed in a row (a full disk); 0 once one succeeds"
         )
         self.requests = Counter(
             "ragflow_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
@@ -137,36 +124,29 @@ class ServerMetrics:
             registry=r,
         )
         r.register(SourceMetrics(store))
-        self.migration_active = Gauge(
+        self.migration_active = gauge(
             "ragflow_migration_active",
             "1 while a migration builds the next generation beside the serving one (docs/persistence.md)",
-            registry=r,
         )
-        self.migration_documents = Gauge(
+        self.migration_documents = gauge(
             "ragflow_migration_documents",
             "The migration's documents: done (in the new generation) and total (to do)",
             ["kind"],
-            registry=r,
         )
-        self.migration_rate = Gauge(
-            "ragflow_migration_documents_per_second", "Documents the migration indexes per second", registry=r
+        self.migration_rate = gauge(
+            "ragflow_migration_documents_per_second", "Documents the migration indexes per second"
         )
-        self.migration_eta = Gauge(
-            "ragflow_migration_eta_seconds",
-            "Seconds until the migration catches up (estimate; -1: unknown)",
-            registry=r,
+        self.migration_eta = gauge(
+            "ragflow_migration_eta_seconds", "Seconds until the migration catches up (estimate; -1: unknown)"
         )
-        self.migration_gate = Gauge(
+        self.migration_gate = gauge(
             "ragflow_migration_gate_score",
             "The evaluation gate's last score (persistence.migration_gate's metric) of the serving and "
             "the new generation (-1: not evaluated)",
             ["generation"],
-            registry=r,
         )
-        self.migration_swaps = Gauge(
-            "ragflow_migration_swapped_at_seconds",
-            "When the last swap happened (Unix seconds; 0: none)",
-            registry=r,
+        self.migration_swaps = gauge(
+            "ragflow_migration_swapped_at_seconds", "When the last swap happened (Unix seconds; 0: none)"
         )
         self._lock = threading.Lock()
         self._observed: dict[str, float] = {}
