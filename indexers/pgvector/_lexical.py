@@ -7,7 +7,8 @@ the statement that writes a chunk's text and vector writes its words, and an epo
 them; a GIN index finds the chunks holding a word. PostgreSQL's own parsers would cut ``os.path.join``
 or ``max_wal_senders`` differently from the embedded index; a ``tsvector`` literal keeps both the same.
 
-**Ranking.** BM25 with the embedded index's constants, so the two rank alike: for each query word ``t``,
+**Ranking.** BM25 with the embedded index's constants and idf (``ragflow.retrieval.bm25``), so the two
+rank alike: for each query word ``t``,
 ``idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * words / avg_words))``, where ``tf`` is read from
 ``ts_rank`` of the single word (``frequency_sql``) and ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``.
 PostgreSQL's own ``ts_rank_cd`` over the whole query has no idf: on the PostgreSQL-manual questions it
@@ -31,11 +32,10 @@ BM25 top ``k`` for those statistics, with far fewer rows read.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ragflow.retrieval import lexical_tokens
+from ragflow.retrieval import bm25, lexical_tokens
 
 __all__ = [
     "EXACT_BELOW",
@@ -53,7 +53,6 @@ TOKENIZER = "ragflow lexical_tokens 1"
 """Names the tokenizer the ``lexemes`` column was written with (its column comment): a table written by
 another is tokenised again when opened."""
 
-K1, B = 1.2, 0.75  # BM25's constants, as in ragflow.retrieval.lexical
 EXACT_BELOW = 2_000
 """Below this many chunks (or before the table was ever analysed) the corpus statistics are counted."""
 FIRST_PASS_SHARE = 0.02
@@ -155,7 +154,7 @@ class QueryPlan:
         """The plan for ``terms`` (those no chunk holds are dropped) given each one's ``df``."""
         n = max(statistics.chunks, 1.0)
         held = sorted((t for t in terms if df.get(t, 0) > 0), key=lambda t: (df[t], t))
-        idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in held}
+        idf = {t: bm25.idf(n, df[t]) for t in held}
         budget = max(FIRST_PASS_SHARE * n, FIRST_PASS_MIN_ROWS)
         rare: list[str] = []
         total = 0.0
@@ -164,7 +163,7 @@ class QueryPlan:
                 break
             rare.append(t)
             total += df[t]
-        bounds = {t: (K1 + 1) * idf[t] for t in held}
+        bounds = {t: (bm25.K1 + 1) * idf[t] for t in held}
         return cls(tuple(held), tuple(idf[t] for t in held), tuple(rare), bounds)
 
     def probes(self) -> list[Probe]:
@@ -181,7 +180,7 @@ class QueryPlan:
         average = max(average_words, 1e-9)
         out: list[float] = []
         for idf in self.idf:
-            out += [(K1 + 1) * idf, K1 * (1 - B), K1 * B / average]
+            out += [(bm25.K1 + 1) * idf, bm25.K1 * (1 - bm25.B), bm25.K1 * bm25.B / average]
         return out
 
     def second_pass(self, theta: float, probe: Probe) -> str | None:

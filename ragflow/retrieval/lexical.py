@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import sqlite3
 import threading
 from array import array
@@ -28,6 +27,7 @@ import numpy.typing as npt
 
 from ..documents import Hit, VectorRecord
 from ..errors import IndexStoreError
+from .bm25 import K1, B, idf
 from .tokens import lexical_tokens
 
 __all__ = ["LEXICAL_FILE", "LexicalIndex"]
@@ -36,7 +36,6 @@ log = logging.getLogger("ragflow.retrieval")
 
 LEXICAL_FILE = "lexical.sqlite"
 _FORMAT = "1"  # the file's layout and the tokenizer; a file of another format is rebuilt from the state
-_K1, _B = 1.2, 0.75  # BM25's usual constants (Robertson; Lucene's defaults)
 
 Metadata = Mapping[str, Any]
 
@@ -146,11 +145,11 @@ class _Postings:
             frequency = self.document_frequency[term_id]
             if frequency <= 0:
                 continue
-            idf = math.log(1 + (live - frequency + 0.5) / (frequency + 0.5))
+            weight = idf(live, frequency)
             slots = np.frombuffer(self.slots[term_id], np.int32)
             counts = np.frombuffer(self.counts[term_id], np.float32)
-            norm = _K1 * (1 - _B + _B * lengths[slots] / average)
-            scores += np.bincount(slots, idf * counts * (_K1 + 1) / (counts + norm), minlength=len(scores))
+            norm = K1 * (1 - B + B * lengths[slots] / average)
+            scores += np.bincount(slots, weight * counts * (K1 + 1) / (counts + norm), minlength=len(scores))
         scores[lengths == 0] = 0.0  # deleted slots (their postings stay until compaction)
         return scores
 
