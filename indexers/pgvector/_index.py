@@ -469,11 +469,7 @@ class PgvectorIndex:
         """The BM25 top ``k`` of ``terms``: a probe's chunks scored first, then those that can still beat
         its ``k``-th score (MaxScore, see ``_lexical.py``), within ``conn``'s snapshot."""
         statistics = self._corpus(conn)
-        df = statistics.known_df(terms)
-        counted = [t for t in terms if t not in df]
-        if counted:
-            df.update(self._document_frequencies(conn, counted))
-        plan = QueryPlan.make(terms, df, statistics)
+        plan = self._query_plan(conn, terms, statistics)
         if not plan.terms:
             return []
         for probe in plan.probes():
@@ -486,6 +482,15 @@ class PgvectorIndex:
             scored += self._scored(conn, plan, statistics, second, where, filter, k)
             scored.sort(key=lambda pair: (-pair[0], pair[1].id))
         return [hit for _, hit in scored[:k]]
+
+    def _query_plan(self, conn: Any, terms: Sequence[str], statistics: CorpusStatistics) -> QueryPlan:
+        """How ``terms`` are scored: each one's ``df`` from ``statistics`` where they give it, else
+        counted in ``conn``'s snapshot."""
+        df = statistics.known_df(terms)
+        counted = [t for t in terms if t not in df]
+        if counted:
+            df.update(self._document_frequencies(conn, counted))
+        return QueryPlan.make(terms, df, statistics)
 
     def _scored(
         self,

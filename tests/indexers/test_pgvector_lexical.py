@@ -212,11 +212,7 @@ def _score_every_match(index: PgvectorIndex, query: str, k: int) -> list[Hit]:
     assert statistics is not None
     terms = query_terms(query)
     with _connection(index) as conn:
-        df = statistics.known_df(terms)
-        missing = [t for t in terms if t not in df]
-        if missing:
-            df.update(index._document_frequencies(conn, missing))
-        plan = QueryPlan.make(terms, df, statistics)
+        plan = index._query_plan(conn, terms, statistics)
         if not plan.terms:
             return []
         sql = score_sql(len(plan.terms), index.tables.chunks, "TRUE")  # every chunk with any of the words
