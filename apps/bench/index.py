@@ -863,18 +863,12 @@ def main(argv: list[str] | None = None) -> None:
         restore_probe(args)
         return
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
-    if args.scale:
-        main_scale(args, sizes)
-        return
-    if args.restore:
-        main_restore(args, sizes)
-        return
-    if args.graphs:
-        main_graphs(args, sizes)
-        return
-    if args.reload:
-        main_reload(args, sizes)
-        return
+    mode = next((main_mode for flag, main_mode in MODES.items() if getattr(args, flag)), main_sizes)
+    mode(args, sizes)
+
+
+def main_sizes(args: argparse.Namespace, sizes: list[int]) -> None:
+    """The default: the apply and search costs at each of ``sizes``, against faiss's own."""
     results = []
     for size in sizes:
         print(f"... {size:,} vectors", flush=True)
@@ -902,6 +896,15 @@ def main_scale(args: argparse.Namespace, sizes: list[int]) -> None:
                     print(scale_markdown([result], args.searches).splitlines()[-1], flush=True)
     print(scale_markdown(scale_results, args.searches))
 
+
+MODES: dict[str, Callable[[argparse.Namespace, list[int]], None]] = {
+    "scale": main_scale,
+    "restore": main_restore,
+    "graphs": main_graphs,
+    "reload": main_reload,
+}
+"""The benchmark's other modes by their flag, in precedence order: the first one given runs instead of
+``main_sizes``."""
 
 if __name__ == "__main__":
     main()
