@@ -247,17 +247,7 @@ def read_state(state_dir: str | os.PathLike[str]) -> tuple[dict[str, str], Saved
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("format_version") != str(FORMAT_VERSION):
             return meta, SavedState()  # another format: its rows cannot be read by this version
-        documents = [
-            decode_document(*row)
-            for row in db.execute("SELECT doc_id, source, body, checksum FROM documents")
-        ]
-        sources = dict(
-            decode_source(*row) for row in db.execute("SELECT name, scope, position, checksum FROM sources")
-        )
-        last = db.execute(
-            "SELECT seq, epoch, written_at, documents, chunks FROM checkpoints ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        return meta, SavedState(documents, sources, CheckpointInfo(*last) if last is not None else None)
+        return meta, _saved_state(db)
     except (sqlite3.DatabaseError, DamagedState):
         return None
     finally:
@@ -300,6 +290,11 @@ def _load(
         log.warning("%s; discarding it as asked (on_incompatible_state='rebuild')", message.split(". ")[0])
         _reset(db, identity)
         return SavedState()
+    return _saved_state(db)
+
+
+def _saved_state(db: sqlite3.Connection) -> SavedState:
+    """What the file holds of the last checkpoint: its documents, its sources' positions and its own row."""
     documents = [
         decode_document(*row) for row in db.execute("SELECT doc_id, source, body, checksum FROM documents")
     ]
