@@ -311,6 +311,17 @@ def exact_top10(
     return ids
 
 
+def scale_case(
+    args: argparse.Namespace, kind: str, size: int, base: FloatArrayOpt
+) -> tuple[ScaleData, npt.NDArray[np.float32], IntArray]:
+    """The ``size`` vectors of ``kind``, ``args.searches`` queries and their exact top-10: what the
+    graphs, reload and restore benchmarks measure at each size."""
+    data = ScaleData(kind, size, args.seed, base)
+    queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
+    (truth,) = exact_top10(data, queries, [None])
+    return data, queries, truth
+
+
 def recall(found: list[list[int]], truth: IntArray) -> float:
     return float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
 
@@ -526,9 +537,7 @@ def main_graphs(args: argparse.Namespace, sizes: list[int]) -> None:
     ]
     for size in sizes:
         for kind in args.data.split(","):
-            data = ScaleData(kind, size, args.seed, base)
-            queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
-            (truth,) = exact_top10(data, queries, [None])
+            data, queries, truth = scale_case(args, kind, size, base)
             for ef_construction in (int(e) for e in args.ef_construction.split(",")):
                 graph: Any = faiss.IndexHNSWFlat(384, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
                 graph.hnsw.efConstruction = ef_construction
@@ -576,9 +585,7 @@ def main_reload(args: argparse.Namespace, sizes: list[int]) -> None:
     with tempfile.TemporaryDirectory(prefix="ragflow-bench-reload-") as tmp:
         for size in sizes:
             for kind in args.data.split(","):
-                data = ScaleData(kind, size, args.seed, base)
-                queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
-                (truth,) = exact_top10(data, queries, [None])
+                data, queries, truth = scale_case(args, kind, size, base)
                 built = FaissIndex(384, build_threads=args.build_threads)
                 for start, rows in data.chunks():
                     ids = range(start, start + len(rows))
@@ -649,9 +656,7 @@ def main_restore(args: argparse.Namespace, sizes: list[int]) -> None:
         workdir = Path(tmp)
         for size in sizes:
             for kind in args.data.split(","):
-                data = ScaleData(kind, size, args.seed, base)
-                queries = scale_vectors(kind, args.searches, 384, np.random.default_rng(args.seed + 1), base)
-                (truth,) = exact_top10(data, queries, [None])
+                data, queries, truth = scale_case(args, kind, size, base)
                 np.save(workdir / "queries.npy", queries)
                 np.save(workdir / "truth.npy", truth)
                 for keep in (False, True):
