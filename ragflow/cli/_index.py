@@ -127,6 +127,8 @@ def describe_embedder(stats: dict[str, Any]) -> str:
     line = f"{stats['device']}, {stats['precision']} in batches of {stats['batch_size']}"
     if stats.get("single_precision") not in (None, stats["precision"]):
         line += f" (one text: {stats['single_precision']})"
+    if stats.get("compiled"):
+        line += f", bfloat16 {stats['compiled']}"
     if stats.get("texts_embedded"):
         line += f", {stats['texts_per_second']:.1f} chunks/s inside the model"
     return line

@@ -3,6 +3,7 @@ use because importing sentence-transformers alone takes seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -12,12 +13,21 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from ragflow.embedders.batching import cheapest_batch_ends, similar_length_end
+from ragflow.embedders.compiled import (
+    CompiledPass,
+    PackageBuild,
+    check_compile,
+    compiled_cache_dir,
+    failed_build,
+    package_path,
+    start_build,
+)
 from ragflow.embedders.hardware import check_device
 from ragflow.embedders.local_plan import Counters, EmbedderStats, Setup
 from ragflow.embedders.onnx_graph import OnnxModel, load_graph
@@ -59,6 +69,10 @@ _QUERY_CHARS_PER_WORD_PIECE = 16
 # and their cached plans favour shapes that repeat and align with its tiles), and slower at 64.
 _BF16_LENGTH_MULTIPLE = 16
 
+# The compiled bfloat16 pass is used only where its vectors agree with the uncompiled pass's this closely
+# (measured: 0.99999 on real text).
+_COMPILED_MIN_COSINE = 0.9999
+
 
 class LocalEmbedder:
     """A sentence-transformers model on this machine: no network, no server.
@@ -85,6 +99,9 @@ class LocalEmbedder:
         precision: ``auto`` (the calibration decides per batch size), ``float32`` (torch), ``bfloat16``
             or ``float32-onnx`` (onnxruntime, CPU only); ``$RAGFLOW_EMBED_PRECISION`` overrides it.
         max_tokens: cl100k tokens per chunk; default half the model's word-piece window (see above).
+        compile: ``auto`` (where a plan runs bfloat16 on the CPU, its pass runs compiled ahead of time
+            once a package is built for this processor: see ``ragflow.embedders.compiled``) or ``off``;
+            ``$RAGFLOW_EMBED_COMPILE`` overrides it.
 
     Example:
         >>> embedder = LocalEmbedder()
@@ -100,6 +117,7 @@ class LocalEmbedder:
         precision: str = "auto",
         *,
         max_tokens: int | None = None,
+        compile: str = "auto",
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -116,12 +134,15 @@ class LocalEmbedder:
         self._batch_size = batch_size
         self.device = check_device(_override("RAGFLOW_EMBED_DEVICE", device))
         self.precision = check_precision(_override("RAGFLOW_EMBED_PRECISION", precision))
+        self.compile = check_compile(_override("RAGFLOW_EMBED_COMPILE", compile))
         self._dim, self._max_input_tokens = _read_model_config(self._path)
         self._max_tokens = max_tokens
         self._input_window: WordPieceWindow | None = None
         self._model: SentenceTransformer | None = None
         self._onnx: OnnxModel | None = None
         self._bf16_twin: Any = None  # the model with its Linear weights held in bfloat16, made on first use
+        self._compiled: CompiledPass | None = None  # the bf16 pass compiled ahead of time, once loaded
+        self._build: PackageBuild | None = None  # the package's build, where one was started
         self._load_lock = threading.Lock()
         # Hugging Face fast tokenizers are not safe to call from two threads at once ("Already
         # borrowed"), and torch already uses every core for one batch: one embedding at a time.
@@ -141,6 +162,7 @@ class LocalEmbedder:
         replica._model = None
         replica._onnx = None
         replica._bf16_twin = None
+        replica._compiled = None
         replica._load_lock = threading.Lock()
         replica._embed_lock = threading.Lock()
         replica._counters = Counters()
@@ -207,7 +229,17 @@ class LocalEmbedder:
             batch_size=plan.batch_size if plan else None,
             texts_embedded=texts,
             embed_seconds=seconds,
+            compiled=self._compiled_state(),
         )
+
+    def _compiled_state(self) -> str | None:
+        plan = self._setup.plan
+        if plan is None or Precision.BFLOAT16 not in plan.precisions:
+            return None
+        if self._compiled is not None:
+            return "compiled"
+        build = self._build
+        return "compiling" if build is not None and not build.done else "uncompiled"
 
     def load(self) -> SentenceTransformer:
         """Load the model now (it is otherwise loaded by the first ``embed``), decide its device and
@@ -219,7 +251,9 @@ class LocalEmbedder:
             if self._model is None:
                 model = self._load_model()
                 self._onnx = self._load_onnx()
+                self._compiled = self._load_compiled(model)
                 self._setup.decide(self, model)
+                self._build_compiled(model)
                 self._forward(model, [calibration_texts(1)[1]], self.plan_for(1))
                 self._model = model
                 # The model and the libraries it imported are ~450k objects that live as long as the
@@ -398,9 +432,15 @@ class LocalEmbedder:
         return cheapest_batch_ends(sorted_lengths + 2, self.batch_size, lambda n: costs[plan.for_batch(n)])
 
     def _forward(
-        self, model: SentenceTransformer, texts: list[str], precision: Precision
+        self,
+        model: SentenceTransformer,
+        texts: list[str],
+        precision: Precision,
+        *,
+        compiled: CompiledPass | Literal["current"] | None = "current",
     ) -> npt.NDArray[np.float32]:
-        """One forward pass over ``texts``: normalised float32 vectors, computed in ``precision``."""
+        """One forward pass over ``texts``: normalised float32 vectors, computed in ``precision`` (bfloat16
+        through ``compiled``, by default the loaded compiled pass if any)."""
         import torch
 
         features = model.preprocess(texts)
@@ -418,12 +458,104 @@ class LocalEmbedder:
         if bf16:
             if self._bf16_twin is None:
                 self._bf16_twin = bf16_linear_twin(model)
+            if self._compiled is None and self._build is not None and self._build.done:
+                self._compiled = self._adopt_build(model, self._build)
+            if compiled == "current":
+                compiled = self._compiled
             features = _padded_to_multiple(features, _BF16_LENGTH_MULTIPLE, _max_seq_length(model))
             model = self._bf16_twin
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            embeddings = model(features)["sentence_embedding"]
+            tokens = compiled.tokens(features) if bf16 and isinstance(compiled, CompiledPass) else None
+            if tokens is None:
+                embeddings = model(features)["sentence_embedding"]
+            else:
+                # the compiled transformer's token vectors, then the model's own pooling modules
+                features = {**features, "token_embeddings": tokens}
+                for module in list(model)[1:]:
+                    features = module(features)
+                embeddings = features["sentence_embedding"]
         embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
         return np.ascontiguousarray(embeddings.cpu().numpy(), dtype=np.float32)
+
+    def _compiled_package(self, model: SentenceTransformer) -> Path | None:
+        """Where this model's compiled bfloat16 pass is kept, where compiling applies: ``compile: auto``,
+        the CPU, a precision that may run bfloat16 and a cache directory; else ``None``."""
+        hardware = self._setup.hardware
+        if self.compile == "off" or hardware is None or hardware.kind != "cpu":
+            return None
+        bf16 = self.precision == str(Precision.BFLOAT16) or (
+            self.precision == "auto" and hardware.native_bf16
+        )
+        directory = compiled_cache_dir()
+        if not bf16 or directory is None:
+            return None
+        return package_path(directory, self._path, _max_seq_length(model))
+
+    def _load_compiled(self, model: SentenceTransformer) -> CompiledPass | None:
+        """The compiled bfloat16 pass, where its package was built before (~0.1 s to load)."""
+        path = self._compiled_package(model)
+        return self._adopt(model, path) if path is not None and path.is_file() else None
+
+    def _build_compiled(self, model: SentenceTransformer) -> None:
+        """Start building the compiled bfloat16 pass in a child process, where the plan runs bfloat16 and
+        no package is there yet; passes run uncompiled until it is (``_adopt_build``)."""
+        plan = self._setup.plan
+        path = self._compiled_package(model)
+        if self._compiled is not None or path is None or plan is None:
+            return
+        if Precision.BFLOAT16 not in plan.precisions:
+            return
+        failed = failed_build(path)
+        if failed is not None:
+            logger.info(
+                "%s: bfloat16 passes run uncompiled: building them failed before (%s); delete %s to "
+                "try again",
+                self._model_id,
+                failed,
+                path.with_suffix(".failed"),
+            )
+            return
+        logger.info(
+            "%s: compiling the bfloat16 pass for this processor in the background (once, ~30 s of one "
+            "core); passes run uncompiled until it is done",
+            self._model_id,
+        )
+        self._build = start_build(path, self._path, _max_seq_length(model))
+
+    def _adopt_build(self, model: SentenceTransformer, build: PackageBuild) -> CompiledPass | None:
+        self._build = None  # one try
+        return self._adopt(model, build.path) if build.ok else None
+
+    def _adopt(self, model: SentenceTransformer, path: Path) -> CompiledPass | None:
+        """The package at ``path``, loaded, if its vectors agree with the uncompiled bfloat16 pass's on real
+        text; else ``None`` and a warning (passes then stay uncompiled)."""
+        chunks, query = calibration_texts(4)
+        texts = [*chunks, query]
+        try:
+            compiled = CompiledPass(path)
+            uncompiled = self._forward(model, texts, Precision.BFLOAT16, compiled=None)
+            vectors = self._forward(model, texts, Precision.BFLOAT16, compiled=compiled)
+        except Exception as exc:
+            # damaged (a full disk, a killed copy): removed, so that it is built again
+            path.unlink(missing_ok=True)
+            logger.warning(
+                "%s: cannot load the compiled pass %s (removed; it is built again): %s",
+                self._model_id,
+                path,
+                exc,
+            )
+            return None
+        agreement = float(np.min(np.sum(uncompiled * vectors, axis=1)))
+        if compiled.misses or agreement < _COMPILED_MIN_COSINE:
+            why = (
+                "refused a batch" if compiled.misses else f"disagrees with the model (cosine {agreement:.6f})"
+            )
+            logger.warning("%s: the compiled pass %s %s; running uncompiled", self._model_id, path, why)
+            with contextlib.suppress(OSError):  # built again it would say the same: not tried again
+                path.with_suffix(".failed").write_text(f"the package {why}\n", encoding="utf-8")
+            return None
+        logger.info("%s: bfloat16 passes run compiled (%s)", self._model_id, path.name)
+        return compiled
 
     def _windows(
         self, model: SentenceTransformer, texts: list[str]

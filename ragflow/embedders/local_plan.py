@@ -54,6 +54,9 @@ class EmbedderStats:
     texts_embedded: int
     embed_seconds: float
     """Wall time spent inside ``embed`` (tokenising included)."""
+    compiled: str | None = None
+    """The bfloat16 pass: ``compiled``, ``compiling`` (in the background; uncompiled until then) or
+    ``uncompiled``; ``None`` where no pass runs in bfloat16."""
 
     @property
     def texts_per_second(self) -> float:
@@ -156,6 +159,7 @@ def _calibration(embedder: LocalEmbedder, model: SentenceTransformer, hardware: 
         hardware.threads,
         torch.__version__,
         _PATHS_VERSION,
+        "compiled" if embedder._compiled is not None else "eager",
     )
     path = calibration_cache_path()
     cached = load_calibration(path, key)

@@ -84,7 +84,8 @@ class StatisticsResponse(BaseModel):
     embedder: dict[str, Any] | None = Field(
         None,
         description="How the local model runs: device, precision (of a full batch), single_precision, "
-        "batch_size, texts_embedded, embed_seconds, texts_per_second (absent for remote embedders)",
+        "batch_size, texts_embedded, embed_seconds, texts_per_second, compiled (the bfloat16 pass: compiled, "
+        "compiling or uncompiled; null where none runs in bfloat16) (absent for remote embedders)",
     )
     migration: dict[str, Any] | None = Field(
         None,
