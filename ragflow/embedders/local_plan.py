@@ -174,7 +174,10 @@ def _calibration(embedder: LocalEmbedder, model: SentenceTransformer, hardware: 
         return cached
     started = time.perf_counter()
     calibration = calibrate(
-        lambda texts, precision: embedder._forward(model, texts, precision), wanted, busy=busy
+        # on all cores whichever instance calibrates (a replica's passes run on one thread)
+        lambda texts, precision: embedder._forward(model, texts, precision, threads=hardware.threads),
+        wanted,
+        busy=busy,
     )
     logger.info(
         "calibrated %s on %s in %.1f s (load %.2f per core%s)",
