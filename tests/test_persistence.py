@@ -29,6 +29,7 @@ from ragflow.errors import ConfigError
 from ragflow.persistence import (
     STATE_FILE,
     CheckpointBatch,
+    Checkpointer,
     IncompatibleStateError,
     SavedDocument,
     StateFile,
@@ -648,6 +649,47 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_indexing_goes_on(tmp_path
     restarted = open_store(docs, state)
     assert index_contents(restarted) == from_scratch(docs)
     restarted.stop()
+
+
+def test_what_could_not_be_saved_before_a_checkpoint_is_saved_once_there_is_space(tmp_path: Path) -> None:
+    """The embeddings a full disk kept in memory are saved at the next checkpoint round even when no
+    document changed since, and at the latest when the store stops: space may come back between the
+    failed save and the checkpoint it preceded (the race CI once lost)."""
+    state, _ = open_state(tmp_path, IDENTITY)
+    disk_full = [True]
+    saves: list[bool] = []
+
+    def save_unsaved() -> bool:
+        saves.append(not disk_full[0])
+        return not disk_full[0]
+
+    checkpointer = Checkpointer(state, interval=3600, before_write=save_unsaved)
+    checkpointer.add(CheckpointBatch(1, {"a": saved_document("a", "1")}))
+    assert checkpointer.flush()  # the save failed, the checkpoint itself was written
+    disk_full[0] = False  # space again, and nothing changed since
+    checkpointer.close()
+    assert saves == [False, True], "the stop retried the save though nothing was pending"
+    _, saved = open_state(tmp_path, IDENTITY)
+    assert [s.doc.row.doc_id for s in saved.documents] == ["a"]
+
+
+def test_a_save_that_raises_keeps_the_checkpoint_pending(tmp_path: Path, caplog: Any) -> None:
+    state, _ = open_state(tmp_path, IDENTITY)
+    broken = [True]
+
+    def save_unsaved() -> bool:
+        if broken[0]:
+            raise RuntimeError("injected")
+        return True
+
+    checkpointer = Checkpointer(state, interval=3600, before_write=save_unsaved)
+    checkpointer.add(CheckpointBatch(1, {"a": saved_document("a", "1")}))
+    with caplog.at_level(logging.ERROR, "ragflow.persistence"):
+        assert not checkpointer.flush()
+    assert "injected" in caplog.text and checkpointer.pending() == 1
+    broken[0] = False
+    assert checkpointer.flush() and checkpointer.pending() == 0
+    checkpointer.close()
 
 
 @pytest.fixture

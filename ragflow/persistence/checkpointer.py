@@ -77,14 +77,20 @@ class Checkpointer:
     def flush(self) -> bool:
         """Write what is pending now, in this thread; ``False`` if that failed (it stays pending)."""
         with self._write_lock:
+            if self.before_write is not None:
+                # even with nothing pending: what it could not save at the last checkpoint (a full disk
+                # then) is saved as soon as there is space, and at the latest when the store stops
+                try:
+                    self.before_write()
+                except Exception as exc:
+                    self._report_failure(exc)
+                    return False
             with self._pending_lock:
                 batch, self._pending = self._pending, CheckpointBatch()
             if not batch:
                 return True
             started = time.perf_counter()
             try:
-                if self.before_write is not None:
-                    self.before_write()
                 info = self.state.write(batch)
             except Exception as exc:
                 with self._pending_lock:
