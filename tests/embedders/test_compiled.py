@@ -5,6 +5,7 @@ it, without the model."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from ragflow.embedders.compiled import (
+    CompiledPass,
     PackageBuild,
     check_compile,
     compiled_cache_dir,
@@ -178,6 +180,46 @@ def test_a_later_start_loads_the_package_and_its_vectors_match_float32(
     replica = again.replica()  # the query replica loads the same package, its own runner
     replica.load()
     assert replica._compiled is not None and replica._compiled is not again._compiled
+
+
+@pytest.mark.model
+def test_other_threads_run_while_a_compiled_pass_does(built: LocalEmbedder, cache: Path) -> None:
+    """A compiled pass releases the GIL, as eager torch does: a server's event loop and health listener
+    go on answering while the model runs (torch's own package loader holds it for the whole pass)."""
+    import torch
+
+    assert built._build is None or built._build.wait(600)
+    (path,) = cache.glob("*.pt2")
+    compiled = CompiledPass(path)
+    assert compiled.releases_gil
+    ids = torch.randint(1000, 20000, (32, 256))
+    features = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compiled.tokens(features) is not None  # warm
+    ticks, running = [0], [True]
+
+    def tick() -> None:
+        while running[0]:
+            time.sleep(0.001)
+            ticks[0] += 1
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    passes = 0
+    started = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        while time.perf_counter() - started < 1.0:
+            tokens = compiled.tokens(features)
+            passes += 1
+    running[0] = False
+    ticker.join()
+    assert tokens is not None and tokens.shape == (32, 256, 384) and compiled.misses == 0
+    # holding the GIL, the ticker gets about one tick a pass; free, one a millisecond or so
+    assert ticks[0] > 3 * passes + 50, (ticks[0], passes)
 
 
 @pytest.mark.model
