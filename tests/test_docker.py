@@ -311,6 +311,16 @@ def test_the_state_dir_is_a_volume_and_the_port_is_exposed() -> None:
     assert config.server.host == "0.0.0.0"  # reachable from outside the container
 
 
+def test_the_image_can_compile_the_embedders_pass_and_keeps_it_on_a_volume() -> None:
+    installs = [r for r in arguments_of("RUN") if "apt-get install" in r]
+    assert any(re.search(r"\bg\+\+", r) for r in installs), "AOTInductor needs a C++ compiler"
+    env = " ".join(arguments_of("ENV")).split()
+    (cache,) = [a.split("=", 1)[1] for a in env if a.startswith("XDG_CACHE_HOME=")]
+    assert cache in json.loads(arguments_of("VOLUME")[-1])
+    owned = [r for r in arguments_of("RUN") if "chown ragflow:ragflow" in r]
+    assert any(cache in r for r in owned), "the cache is writable by the user the server runs as"
+
+
 def test_the_healthcheck_probes_healthz_on_the_exposed_port() -> None:
     (healthcheck,) = arguments_of("HEALTHCHECK")
     command = exec_form(healthcheck[healthcheck.index("CMD") + len("CMD") :].strip())

@@ -76,6 +76,11 @@ class ServerMetrics:
             "How the embedding model runs (1): device, precision of a full batch and of one text",
             ["device", "precision", "single_precision"],
         )
+        self.embedder_compiled = gauge(
+            "ragflow_embedder_compiled",
+            "The bfloat16 pass (1): compiled for this CPU, compiling (uncompiled until done) or uncompiled",
+            ["state"],
+        )
         self.embedder_batch = gauge("ragflow_embedder_batch_size", "Texts per forward pass")
         self.embedder_rate = gauge(
             "ragflow_embedder_chunks_per_second",
@@ -216,6 +221,9 @@ class ServerMetrics:
         labels = (described["device"], described["precision"], described["single_precision"])
         self.embedder.clear()
         self.embedder.labels(*labels).set(1)
+        self.embedder_compiled.clear()
+        if described.get("compiled"):
+            self.embedder_compiled.labels(described["compiled"]).set(1)
         self.embedder_batch.set(described["batch_size"])
         self.embedder_rate.set(described["texts_per_second"])
 

@@ -21,7 +21,7 @@ class ReportingEmbedder(HashingEmbedder):
     """Reports as the local model does after a calibration chose bf16 batches of 16."""
 
     def stats(self) -> EmbedderStats:
-        return EmbedderStats("cpu", "bfloat16", "float32", 16, len(self.embedded), 0.5)
+        return EmbedderStats("cpu", "bfloat16", "float32", 16, len(self.embedded), 0.5, "compiling")
 
 
 @contextmanager
@@ -49,11 +49,13 @@ def test_statistics_and_metrics_say_how_the_model_runs(tmp_path: Path) -> None:
             "float32",
         )
         assert embedder["batch_size"] == 16 and embedder["texts_per_second"] > 0
+        assert embedder["compiled"] == "compiling"
         text = requests.get(url + "/metrics", timeout=10).text
         assert (
             'ragflow_embedder_info{device="cpu",precision="bfloat16",single_precision="float32"} 1.0' in text
         )
         assert "ragflow_embedder_batch_size 16.0" in text
+        assert 'ragflow_embedder_compiled{state="compiling"} 1.0' in text
         assert "ragflow_embedder_chunks_per_second" in text
 
 
@@ -64,4 +66,5 @@ def test_an_embedder_that_reports_nothing_adds_nothing(tmp_path: Path) -> None:
             "last_modified",
             "last_indexed",
         }
-        assert "ragflow_embedder_info{" not in requests.get(url + "/metrics", timeout=10).text
+        text = requests.get(url + "/metrics", timeout=10).text
+        assert "ragflow_embedder_info{" not in text and "ragflow_embedder_compiled{" not in text
