@@ -213,23 +213,29 @@ class QueryBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            texts = [text for pending in batch for text in pending.texts]
-            try:
-                vectors = self._embed(texts)
-            except BaseException as exc:  # every caller of the pass gets the error
-                for pending in batch:
-                    pending.error = exc
-                    pending.done.set()
-                continue
-            start = 0
-            for pending in batch:
-                pending.vectors = vectors[start : start + len(pending.texts)]
-                start += len(pending.texts)
-                pending.done.set()
+            for group in _by_length(batch):
+                self._pass(group)
             with self._cond:
-                self.passes += 1
-                self.queries += len(texts)
                 self._last_pass_end, self._last_pass_size = time.monotonic(), len(batch)
+
+    def _pass(self, group: list[_Pending]) -> None:
+        """Embed the queries of ``group`` in one call and hand each caller its vectors."""
+        texts = [text for pending in group for text in pending.texts]
+        try:
+            vectors = self._embed(texts)
+        except BaseException as exc:  # every caller of the pass gets the error
+            for pending in group:
+                pending.error = exc
+                pending.done.set()
+            return
+        start = 0
+        for pending in group:
+            pending.vectors = vectors[start : start + len(pending.texts)]
+            start += len(pending.texts)
+            pending.done.set()
+        with self._cond:
+            self.passes += 1
+            self.queries += len(texts)
 
     def _next_batch(self) -> list[_Pending] | None:
         """The queries of the next pass (``None``: idle long enough, the worker ends)."""
@@ -252,6 +258,18 @@ class QueryBatcher:
 
     def _count(self) -> int:
         return sum(len(pending.texts) for pending in self._queue)
+
+
+def _by_length(batch: list[_Pending]) -> list[list[_Pending]]:
+    """``batch`` in groups of similar length, shortest first: a pass costs what its longest text costs,
+    so a short query waiting beside a window-filling one gets its vectors from a pass of its own, before
+    the long one's, instead of paying for both (~4 ms alone, ~18 ms for a full window, AMX Xeon). Classes
+    double from 128 characters (~32 word-pieces), as the embedder's own passes by word-pieces do."""
+    groups: dict[int, list[_Pending]] = {}
+    for pending in batch:
+        longest = max((len(text) for text in pending.texts), default=0)
+        groups.setdefault(max(0, math.ceil(math.log2(max(longest, 1) / 128))), []).append(pending)
+    return [groups[length_class] for length_class in sorted(groups)]
 
 
 def _cache_key(text: str) -> bytes:

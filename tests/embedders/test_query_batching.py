@@ -50,6 +50,39 @@ def test_concurrent_queries_share_passes_and_each_gets_its_own_vector() -> None:
     assert max(len(call) for call in embedder.calls) > 1
 
 
+def test_a_short_query_beside_a_long_one_gets_a_pass_of_its_own_first() -> None:
+    """A pass costs what its longest text costs: a short query waiting with a window-filling one is
+    embedded alone, first, and answered before the long one's pass (not padded to it, not held for it)."""
+
+    class LengthCost(SlowEmbedder):
+        def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            time.sleep(0.2 if max(map(len, texts)) > 1000 else 0.01)
+            return HashingEmbedder.embed(self, texts)
+
+    embedder = LengthCost()
+    batcher = QueryBatcher(embedder, cache_size=0)
+    finished: dict[str, float] = {}
+    busy = threading.Thread(target=lambda: batcher.embed(["busy " * 300]))
+    busy.start()  # the worker is in a long pass; the two below wait together for the next
+    time.sleep(0.05)
+    started = time.monotonic()
+
+    def ask(name: str, text: str) -> None:
+        vector = batcher.embed([text])
+        finished[name] = time.monotonic() - started
+        np.testing.assert_array_equal(vector, HashingEmbedder(dim=16).embed([text]))
+
+    threads = [
+        threading.Thread(target=ask, args=a) for a in (("long", "lantern " * 500), ("short", "a lantern"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in [busy, *threads]:
+        thread.join(10)
+    assert [len(max(call, key=len)) > 1000 for call in embedder.calls] == [True, False, True]
+    assert finished["short"] < finished["long"] - 0.1, finished
+
+
 def test_a_pass_holds_at_most_max_batch_queries() -> None:
     embedder = SlowEmbedder()
     batcher = QueryBatcher(embedder, max_batch=4)
