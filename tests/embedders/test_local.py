@@ -75,7 +75,7 @@ def test_identity_and_limits_are_known_without_loading_the_model() -> None:
         DEFAULT_MODEL_ID,
         384,
         256,
-        128,
+        192,
     )
     assert embedder.embed([]).shape == (0, 384)
     assert not embedder.is_loaded
@@ -177,7 +177,9 @@ def test_auto_precision_embeds_alone_or_in_a_batch_within_the_bound(embedder: Lo
 @pytest.mark.model
 @pytest.mark.timeout(600)  # where bf16 is not native (AVX2 only) torch emulates it: ~140 s of CPU here
 def test_bf16_vectors_match_float32_within_the_bound_on_real_text(float32_embedder: LocalEmbedder) -> None:
-    chunks = [c.text for c in TokenSplitter(float32_embedder.max_tokens).split(stdlib_prose())][:256]
+    prose = stdlib_prose()
+    chunks = [c.text for c in TokenSplitter.for_embedder(float32_embedder).split(prose)]  # ~200 at 192 tokens
+    chunks += [c.text for c in TokenSplitter(64).split(prose)][: 256 - len(chunks)]  # and short ones
     bf16 = LocalEmbedder(precision="bfloat16", batch_size=16)
     assert len(chunks) == 256 and bf16.model_id == float32_embedder.model_id  # one embedding cache
     cosines = np.sum(float32_embedder.embed(chunks) * bf16.embed(chunks), axis=1)
@@ -278,13 +280,21 @@ def test_the_auto_plan_follows_this_machines_calibration(embedder: LocalEmbedder
 
 @pytest.mark.model
 def test_a_max_tokens_chunk_of_real_prose_fits_the_model_window(embedder: LocalEmbedder) -> None:
+    """The default chunk (192 cl100k tokens) can hold more word-pieces than the model reads (dense text
+    takes up to 2.6 a token): the splitter the pipeline uses cuts every chunk to the window."""
     text = stdlib_prose()
-    chunks = [c.text for c in TokenSplitter(embedder.max_tokens).split(text)]
-    # Also windows of exactly max_tokens tokens, cut anywhere: the densest a chunk can be.
+    splitter = TokenSplitter.for_embedder(embedder)
+    assert splitter.max_tokens == embedder.max_tokens == 192
+    chunks = [c.text for c in splitter.split(text)]
+    # Also windows of exactly max_tokens tokens, cut anywhere (the densest a chunk can be), and the same
+    # text made of identifiers, each a run of word-pieces
     tokens = get_encoding().encode_ordinary(text)
     step = embedder.max_tokens
     windows = [get_encoding().decode(tokens[i : i + step]) for i in range(0, len(tokens) - step, step)]
-    counts = embedder.count_word_pieces(chunks + windows)
+    dense = " ".join(f"xq_{word}_{i}.zv" for i, word in enumerate(text.split()[:3000]))
+    cut = [c.text for piece in [*windows, dense] for c in splitter.split(piece)]
+    assert max(embedder.count_word_pieces([dense[:2000]])) > embedder.max_input_tokens  # it would overflow
+    counts = embedder.count_word_pieces(chunks + cut)
     assert len(chunks) > 100 and len(windows) > 100
     assert max(counts) <= embedder.max_input_tokens, f"{max(counts)} word-pieces"
 

@@ -82,7 +82,7 @@ def test_a_model_folder_without_a_tokenizer_file_is_a_config_error(tmp_path: Pat
 def test_the_local_embedder_offers_its_window_without_loading_the_model() -> None:
     embedder = LocalEmbedder()
     splitter = TokenSplitter.for_embedder(embedder)
-    assert (splitter.max_tokens, splitter.window_tokens) == (128, 256)
+    assert (splitter.max_tokens, splitter.window_tokens) == (192, 256)
     assert splitter.window_name == "sentence-transformers/all-MiniLM-L6-v2 tokens"
     assert not embedder.is_loaded
 
