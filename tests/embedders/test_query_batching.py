@@ -53,9 +53,13 @@ def test_concurrent_queries_share_passes_and_each_gets_its_own_vector() -> None:
 def test_a_short_query_beside_a_long_one_gets_a_pass_of_its_own_first() -> None:
     """A pass costs what its longest text costs: a short query waiting with a window-filling one is
     embedded alone, first, and answered before the long one's pass (not padded to it, not held for it)."""
+    in_pass, release = threading.Event(), threading.Event()
 
     class LengthCost(SlowEmbedder):
         def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            if texts[0].startswith("busy"):
+                in_pass.set()
+                assert release.wait(10)
             time.sleep(0.2 if max(map(len, texts)) > 1000 else 0.01)
             return HashingEmbedder.embed(self, texts)
 
@@ -63,8 +67,8 @@ def test_a_short_query_beside_a_long_one_gets_a_pass_of_its_own_first() -> None:
     batcher = QueryBatcher(embedder, cache_size=0)
     finished: dict[str, float] = {}
     busy = threading.Thread(target=lambda: batcher.embed(["busy " * 300]))
-    busy.start()  # the worker is in a long pass; the two below wait together for the next
-    time.sleep(0.05)
+    busy.start()
+    assert in_pass.wait(10)  # the worker is in a long pass; the two below wait together for the next
     started = time.monotonic()
 
     def ask(name: str, text: str) -> None:
@@ -77,6 +81,10 @@ def test_a_short_query_beside_a_long_one_gets_a_pass_of_its_own_first() -> None:
     ]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 10
+    while len(batcher._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
     for thread in [busy, *threads]:
         thread.join(10)
     assert [len(max(call, key=len)) > 1000 for call in embedder.calls] == [True, False, True]
