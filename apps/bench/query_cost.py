@@ -90,9 +90,8 @@ def main() -> None:
     ]
     if not args.no_chunk_path:
         before = median_ms(lambda: queries.embed([long]), 1)  # the chunk path, which queries took before
-        during_old = short_while(
-            queries.embed_queries, lambda: queries.embed([long]), 50
-        )  # the lock it waited on
+        # the lock a short query waited on before
+        during_old = short_while(queries.embed_queries, lambda: queries.embed([long]), 50)
         rows[3:3] = [(f"{args.chars:,} chars, embed (before: every window), once", *before)]
         rows.append((f"short, while one {args.chars:,}-char query runs (before)", during_old, None))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, {args.chars:,}-character query")
